@@ -1,0 +1,60 @@
+"""Command-line plumbing shared by the scripts in ``code/``.
+
+Each script builds an argparse parser, does its work through the package, and is run via
+``run(main)``: input problems become one ``error: ...`` line and exit status 2, never a
+traceback, and the resolved options are saved next to the outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from iusdiff import __version__
+from iusdiff.errors import InputError
+from iusdiff.io import write_json
+
+
+def parse_cases(text: str) -> list[int]:
+    """'1,2,5-8' or '1 2 5' -> [1, 2, 5, 6, 7, 8]."""
+    cases: list[int] = []
+    for token in text.replace(",", " ").split():
+        if "-" in token:
+            low, high = token.split("-", 1)
+            cases.extend(range(int(low), int(high) + 1))
+        else:
+            cases.append(int(token))
+    return cases
+
+
+def cases_argument(value: str) -> list[int]:
+    try:
+        return parse_cases(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid case list {value!r} (use e.g. '1,2,5-8')") from None
+
+
+def save_options(path: str | Path, args: argparse.Namespace, **extra) -> None:
+    """Record exactly what a run was asked to do.
+
+    Nothing machine-specific goes in (no absolute script path, no interpreter version), so the
+    file is part of the checksummed outputs and identical wherever the same run happens.
+    """
+    options = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]]
+    write_json(path, {"options": options, "argv": argv, "iusdiff_version": __version__, **extra})
+
+
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+    """Run a script's main(), turning InputError into one clear line and exit status 2."""
+    try:
+        status = main(argv)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(status or 0)

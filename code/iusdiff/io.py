@@ -1,0 +1,128 @@
+"""Small I/O building blocks shared by every stage.
+
+Every output is written atomically (temporary name in the same folder, then ``os.replace``)
+so an interrupted run never leaves a half-written file that a later run could trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from iusdiff.errors import InputError
+
+_CHUNK = 1 << 20
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; on success it replaces ``path`` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    tmp_path.chmod(0o666 & ~_umask())  # mkstemp's 0600 would leak into the final file
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Stable JSON (sorted keys, trailing newline) so identical content hashes identically."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder that replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())
+    try:
+        yield tmp
+        if path.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, trash / "old")
+            os.replace(tmp, path)
+            shutil.rmtree(trash)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def save_png(path: str | Path, array: np.ndarray) -> None:
+    """Write a 2-D uint8 array as an 8-bit grayscale PNG (deterministic bytes)."""
+    if array.dtype != np.uint8 or array.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D uint8 array, got {array.dtype} {array.shape}")
+    with atomic_path(path) as tmp:
+        Image.fromarray(array, mode="L").save(tmp, format="PNG", compress_level=6)
+
+
+def load_png(path: str | Path) -> np.ndarray:
+    """Read an 8-bit grayscale PNG as a 2-D uint8 array."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode not in ("L", "P", "1"):
+                image = image.convert("L")
+            return np.asarray(image.convert("L"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (OSError, SyntaxError) as exc:
+        raise InputError(f"{path}: not a readable PNG ({exc})") from None
+
+
+def load_mask_png(path: str | Path) -> np.ndarray:
+    """Read a mask PNG stored as {0,1} or {0,255} and return it as {0,1} uint8."""
+    raw = load_png(path)
+    values = np.unique(raw)
+    if np.isin(values, (0, 1)).all():
+        return raw
+    if np.isin(values, (0, 255)).all():
+        return (raw > 127).astype(np.uint8)
+    raise InputError(f"{path}: mask values must be {{0,1}} or {{0,255}}, found {values[:8].tolist()}")

@@ -1,0 +1,62 @@
+"""Shared fixtures: the repository, script runner, and tiny RESECT-layout volumes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iusdiff.resect import mask_relpath, save_nifti, us_relpath
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(script: str, *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run code/<script> (or an executable in the repo) as a user would, capturing output."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "code"), IUSDIFF_PYTHON=sys.executable)
+    path = REPO / script if script.endswith(".sh") else REPO / "code" / script
+    command = [str(path)] if script.endswith(".sh") else [sys.executable, str(path)]
+    return subprocess.run(
+        [*command, *map(str, args)], cwd=cwd or REPO, env=env, capture_output=True, text=True
+    )
+
+
+def write_case(
+    root: Path,
+    case: int,
+    us: np.ndarray,
+    mask: np.ndarray,
+    spacing: float = 0.5,
+    mask_affine: np.ndarray | None = None,
+    layout: str = "NIFTI",
+) -> tuple[Path, Path]:
+    """Write one case in the RESECT (``root/RESECT``) and RESECT-SEG (``root/SEG``) layout."""
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    us_root = root / "RESECT" / "NIFTI" if layout == "NIFTI" else root / "RESECT"
+    us_file = us_root / us_relpath(case)
+    mask_file = root / "SEG" / mask_relpath(case)
+    save_nifti(us_file, us, affine)
+    save_nifti(mask_file, mask, affine if mask_affine is None else mask_affine)
+    return us_file, mask_file
+
+
+def blob_case(shape=(40, 36, 48), centre_k=24, radius=10, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """A random uint8 'US' volume and a spherical {0,1} tumour around slice centre_k."""
+    rng = np.random.default_rng(seed)
+    us = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    i, j, k = np.indices(shape)
+    mask = ((i - shape[0] / 2) ** 2 + (j - shape[1] / 2) ** 2 + (k - centre_k) ** 2 < radius**2).astype(np.uint8)
+    return us, mask
+
+
+@pytest.fixture
+def resect_tree(tmp_path: Path):
+    """Two valid tiny cases (1 and 2) in the RESECT layout; returns (resect_root, seg_root)."""
+    for case, seed in ((1, 0), (2, 1)):
+        us, mask = blob_case(seed=seed)
+        write_case(tmp_path, case, us, mask)
+    return tmp_path / "RESECT", tmp_path / "SEG"
