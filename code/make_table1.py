@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""Regenerate Table 1 (subjects and image counts per fold) from a prepared slices folder.
+
+    python code/make_table1.py --slices DIR --out-dir DIR/tables --profile default
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from iusdiff.cli import run
+from iusdiff.config import PROFILES, load_profile, provenance
+from iusdiff.slices import load_dataset
+from iusdiff.table1 import build_table1
+from iusdiff.tables import write_table
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=Path, required=True, help="folder written by prepare_data.py")
+    parser.add_argument("--out-dir", type=Path, required=True, help="where table1.{csv,md,tex} go")
+    parser.add_argument("--profile", choices=PROFILES, required=True, help="labels the counts with their data source")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    table = build_table1(load_dataset(args.slices), provenance(load_profile(args.profile)))
+    for path in write_table(table, args.out_dir):
+        print(f"table1: wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

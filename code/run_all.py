@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Run every stage of a profile (see run_all.sh), or verify a finished run's checksums.
+
+    ./run_all.sh --profile {smoke,default,paper} [--out DIR] [--force STAGE ...] [--publish]
+    ./run_all.sh --profile default --verify
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from iusdiff import __version__
+from iusdiff.cli import run
+from iusdiff.config import PROFILES, load_profile, provenance
+from iusdiff.io import write_json
+from iusdiff.pipeline import MANIFEST, Context, StageFailed, publish, run_pipeline, verify
+from iusdiff.stages import STAGES, data_roots
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=PROFILES, default="default")
+    parser.add_argument("--out", type=Path, help="output folder (default: outputs/<profile> in the repository)")
+    parser.add_argument("--resect-root", type=Path, help="RESECT root for real-data profiles (default from the profile)")
+    parser.add_argument("--seg-root", type=Path, help="RESECT-SEG root for real-data profiles (default from the profile)")
+    parser.add_argument("--force", nargs="+", default=[], metavar="STAGE", help="rerun these stages even if up to date")
+    parser.add_argument("--verify", action="store_true", help="only re-check OUT/checksums.sha256 and name changed files")
+    parser.add_argument("--publish", action="store_true", help="copy OUT/tables and OUT/figures into the repository's tables/ and figures/")
+    parser.add_argument("--list", action="store_true", help="list the profile's stages and exit")
+    return parser.parse_args(argv)
+
+
+def resolve_roots(args, profile) -> tuple[str, str]:
+    """CLI roots win; real-data defaults from the profile are relative to the repository."""
+    resect, seg = data_roots(profile)
+    if profile["data"] != "phantom":
+        resect, seg = str(REPO / resect), str(REPO / seg)
+    if args.resect_root:
+        resect = str(args.resect_root.resolve())
+    if args.seg_root:
+        seg = str(args.seg_root.resolve())
+    return resect, seg
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    profile = load_profile(args.profile)
+    out = (args.out or REPO / "outputs" / args.profile).resolve()
+    if args.verify:
+        problems = verify(out)
+        for line in problems:
+            print(line)
+        print(f"verify: {out / MANIFEST}: " + (f"{len(problems)} file(s) differ" if problems else "all files match"))
+        return 1 if problems else 0
+    resect, seg = resolve_roots(args, profile)
+    ctx = Context(profile=profile, out=out, repo=REPO, resect_root=resect, seg_root=seg)
+    if args.list:
+        for stage in STAGES:
+            print(f"{stage.name:<10} {'on ' if stage.enabled(ctx) else 'off'}  code/{stage.script}")
+        return 0
+    print(f"run_all: profile '{args.profile}' -> {out}\n         {provenance(profile)}")
+    started = time.monotonic()
+    try:
+        summary = run_pipeline(ctx, STAGES, force=args.force)
+    except StageFailed as exc:
+        print(f"run_all: {exc}; finished stages are kept, rerun to continue", file=sys.stderr)
+        return exc.code
+    total = time.monotonic() - started
+    write_json(
+        out / "run.json",
+        {
+            "profile": profile,
+            "out": str(out),
+            "resect_root": resect,
+            "seg_root": seg,
+            "iusdiff_version": __version__,
+            "python": platform.python_version(),
+            "stage_seconds": summary.seconds,
+            "total_seconds": round(total, 2),
+        },
+    )
+    print(
+        f"run_all: {len(summary.ran)} stage(s) ran, {len(summary.skipped)} up to date, {total:.1f} s; "
+        f"{summary.files} files in {out / MANIFEST}"
+    )
+    if args.publish:
+        copied = publish(out, REPO)
+        print(f"run_all: published {len(copied)} files into {REPO / 'tables'} and {REPO / 'figures'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

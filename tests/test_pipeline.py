@@ -1,0 +1,124 @@
+"""The stage runner: skip when checksums match, rerun on change, verify, fail cleanly."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from iusdiff.errors import InputError
+from iusdiff.pipeline import MANIFEST, Context, Stage, StageFailed, load_record, read_manifest, run_pipeline, verify
+
+TOY = """
+import pathlib, sys
+out, text = pathlib.Path(sys.argv[1]), sys.argv[2]
+if text == "fail":
+    sys.exit(3)
+if len(sys.argv) > 3:
+    text += pathlib.Path(sys.argv[3]).read_text()
+out.mkdir(parents=True, exist_ok=True)
+(out / "data.txt").write_text(text)
+with open("runs.log", "a") as log:
+    log.write(out.name + "\\n")
+"""
+
+
+@pytest.fixture
+def toy(tmp_path: Path):
+    script = tmp_path / "toy.py"
+    script.write_text(TOY)
+    out = tmp_path / "out"
+
+    def stages(value: str = "x") -> list[Stage]:
+        return [
+            Stage("a", str(script), ("a",), lambda ctx: ["a", value]),
+            Stage("b", str(script), ("b",), lambda ctx: ["b", "B", "a/data.txt"], deps=("a",)),
+        ]
+
+    def run(value: str = "x", **kwargs):
+        ctx = Context(profile={"name": "toy"}, out=out, repo=Path(__file__).resolve().parents[1], resect_root="", seg_root="")
+        return run_pipeline(ctx, stages(value), log=lambda line: None, **kwargs)
+
+    def runs() -> list[str]:
+        log = out / "runs.log"
+        return log.read_text().split() if log.exists() else []
+
+    return out, run, runs
+
+
+def test_second_run_skips_everything_and_manifest_is_sha256sum_compatible(toy):
+    out, run, runs = toy
+    assert run().ran == ["a", "b"]
+    assert run().skipped == ["a", "b"]
+    assert runs() == ["a", "b"]
+    assert set(read_manifest(out / MANIFEST)) == {"a/data.txt", "b/data.txt"}
+    check = subprocess.run(["sha256sum", "-c", MANIFEST], cwd=out, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_edited_output_is_reported_by_verify_and_rebuilt_by_a_rerun(toy):
+    out, run, runs = toy
+    run()
+    (out / "a" / "data.txt").write_text("tampered")
+    assert verify(out) == ["changed: a/data.txt"]
+    summary = run()
+    assert summary.ran == ["a"] and summary.skipped == ["b"]  # a's rebuilt output equals the old one
+    assert verify(out) == []
+    (out / "b" / "data.txt").unlink()
+    assert verify(out) == ["missing: b/data.txt"]
+
+
+def test_changed_option_reruns_the_stage_and_its_dependents(toy):
+    out, run, runs = toy
+    run("x")
+    assert run("y").ran == ["a", "b"]
+    assert (out / "b" / "data.txt").read_text() == "By"
+
+
+def test_force_reruns_a_finished_stage(toy):
+    out, run, runs = toy
+    run()
+    assert run(force=["b"]).ran == ["b"]
+    with pytest.raises(InputError, match="no stage named nope"):
+        run(force=["nope"])
+
+
+def test_failed_stage_keeps_finished_ones_and_records_nothing_for_itself(toy):
+    out, run, runs = toy
+    run("x")
+    with pytest.raises(StageFailed) as failure:
+        run("fail")
+    assert failure.value.stage == "a" and failure.value.code == 3
+    assert load_record(out, "a")["argv"] == ["a", "x"]  # the old, complete record survives
+    assert run("x").skipped == ["a", "b"]
+
+
+def test_preflight_failure_happens_before_any_work(tmp_path):
+    def refuse(ctx):
+        raise InputError("weights missing: put them in weights/")
+
+    out = tmp_path / "out"
+    stages = [Stage("a", "unused.py", ("a",), lambda ctx: [], preflight=refuse)]
+    ctx = Context(profile={"name": "toy"}, out=out, repo=tmp_path, resect_root="", seg_root="")
+    with pytest.raises(InputError, match="weights missing"):
+        run_pipeline(ctx, stages, log=lambda line: None)
+    assert not out.exists()
+
+
+def test_code_digest_follows_imports_transitively(tmp_path):
+    from iusdiff.pipeline import code_digest
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "core.py").write_text("VALUE = 1\n")
+    (package / "helper.py").write_text("from pkg.core import VALUE\n")
+    (package / "unrelated.py").write_text("X = 0\n")
+    script = tmp_path / "script.py"
+    script.write_text("def main():\n    from pkg import helper\n")
+    before = code_digest(script, package)
+    (package / "unrelated.py").write_text("X = 1\n")
+    assert code_digest(script, package) == before
+    (package / "core.py").write_text("VALUE = 2\n")  # imported via helper
+    assert code_digest(script, package) != before

@@ -1,0 +1,51 @@
+"""End to end: ./run_all.sh --profile smoke, as a user runs it."""
+
+from __future__ import annotations
+
+import pytest
+
+from iusdiff.config import load_profile
+from iusdiff.errors import InputError
+
+from conftest import run_script
+
+pytestmark = pytest.mark.e2e
+
+
+def test_smoke_profile_end_to_end_rerun_and_verify(tmp_path):
+    out = tmp_path / "smoke"
+    first = run_script("run_all.sh", "--profile", "smoke", "--out", out)
+    assert first.returncode == 0, first.stdout + first.stderr
+    for rel in ("slices/slices.csv", "slices/splits.json", "tables/table1.md", "tables/table1.tex", "tables/table1.csv", "figures/phantom_montage.png", "checksums.sha256", "run.json"):
+        assert (out / rel).is_file(), rel
+    assert "synthetic phantom data" in (out / "tables" / "table1.md").read_text()
+
+    second = run_script("run_all.sh", "--profile", "smoke", "--out", out)
+    assert second.returncode == 0
+    assert second.stdout.count("files match their checksums") == 3 and "0 stage(s) ran" in second.stdout
+
+    assert run_script("run_all.sh", "--profile", "smoke", "--out", out, "--verify").returncode == 0
+    manifest = (out / "checksums.sha256").read_text()
+    target = next(line.split("  ", 1)[1] for line in manifest.splitlines() if line.endswith(".nii.gz"))
+    (out / target).write_bytes(b"corrupted")
+    failed = run_script("run_all.sh", "--profile", "smoke", "--out", out, "--verify")
+    assert failed.returncode == 1 and f"changed: {target}" in failed.stdout
+
+    other = tmp_path / "again"
+    assert run_script("run_all.sh", "--profile", "smoke", "--out", other).returncode == 0
+    assert (other / "checksums.sha256").read_text() == manifest  # same run, other folder: same checksums
+
+
+def test_paper_profile_without_data_fails_before_any_work(tmp_path):
+    out = tmp_path / "paper"
+    result = run_script("run_all.sh", "--profile", "paper", "--out", out, "--resect-root", tmp_path / "nope", "--seg-root", tmp_path / "nope2")
+    assert result.returncode == 2
+    assert "needs RESECT data" in result.stderr and "data/RESECT" in result.stderr
+    assert not out.exists()
+
+
+def test_unknown_profile_is_an_input_error():
+    with pytest.raises(InputError, match="unknown profile 'fast'"):
+        load_profile("fast")
+    result = run_script("run_all.sh", "--profile", "fast")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
