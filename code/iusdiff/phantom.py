@@ -135,7 +135,7 @@ def _tumour(rng: np.random.Generator, g: _Grid, support: np.ndarray):
         rng.uniform(-0.05, 0.05) * g.extent[2],
     )
     area = rng.uniform(0.05, 0.20) * g.extent[0] * g.extent[1]
-    aspect = rng.uniform(0.7, 1.4)
+    aspect = np.exp(rng.uniform(-1.2, 1.2))
     rx, ry = np.sqrt(area / np.pi * aspect), np.sqrt(area / np.pi / aspect)
     ry = min(ry, 0.9 * centre[1])
     rz = rng.uniform(window_mm / 2 + 3, window_mm / 2 + 9)
@@ -147,7 +147,7 @@ def _tumour(rng: np.random.Generator, g: _Grid, support: np.ndarray):
 
     lobes = smooth_field(rng, g.shape, 5.0 / sp)
     rough = smooth_field(rng, g.shape, 1.2 / sp)
-    level = 1 + rng.uniform(0.12, 0.25) * lobes + rng.uniform(0.03, 0.06) * rough
+    level = 1 + rng.uniform(0.2, 0.4) * lobes + rng.uniform(0.04, 0.07) * rough
     mask = ndimage.binary_fill_holes(_largest_component((rho < level) & support))
 
     edge_width = rng.uniform(0.03, 0.07) * (1 + 0.9 * np.tanh(smooth_field(rng, g.shape, 6.0 / sp)))
