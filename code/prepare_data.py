@@ -42,14 +42,22 @@ def main(argv=None) -> int:
         mask_path(args.seg_root, case)
     splits = splits_for(args.cases)
     validate_splits(splits)
-    records = []
+    records, vanished = [], {}
     with atomic_dir(args.out) as tmp:
         for case in tqdm(args.cases, desc="slices", unit="case"):
-            records.extend(write_case_slices(load_case(args.resect_root, args.seg_root, case), tmp, args.size))
+            case_records, case_vanished = write_case_slices(load_case(args.resect_root, args.seg_root, case), tmp, args.size)
+            records.extend(case_records)
+            if case_vanished:
+                vanished[str(case)] = case_vanished
         write_manifest(tmp / "slices.csv", records)
         write_splits(tmp / "splits.json", splits)
         counts = Counter(r.subject for r in records)
-        save_options(tmp / "options.json", args, slices_per_subject={str(k): v for k, v in sorted(counts.items())})
+        save_options(
+            tmp / "options.json",
+            args,
+            slices_per_subject={str(k): v for k, v in sorted(counts.items())},
+            dropped_tumour_vanished_in_resize=vanished,
+        )
     print(f"prepare: {len(records)} slices from {len(args.cases)} cases at {args.size} px -> {args.out}")
     return 0
 

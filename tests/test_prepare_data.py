@@ -183,3 +183,17 @@ def test_failure_keeps_previous_output(resect_tree, tmp_path):
     (seg / "Case2" / "Case2-US-before-tumor.nii.gz").unlink()
     assert prepare(resect, seg, out).returncode == 2
     assert (out / "slices.csv").read_bytes() == before
+
+
+def test_slice_whose_tumour_vanishes_in_resize_is_dropped_and_recorded(tmp_path):
+    us, mask = blob_case(shape=(64, 64, 48), radius=12)
+    mask[:, :, 27:] = 0
+    mask[40, 40, 28] = 1  # a single voxel on candidate slice 28; halving keeps odd pixels only
+    write_case(tmp_path, 1, us, mask)
+    out = tmp_path / "out"
+    result = prepare(tmp_path / "RESECT", tmp_path / "SEG", out, cases="1")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(open(out / "slices.csv")))
+    assert all(float(r["tumour_fraction"]) > 0 for r in rows)
+    options = json.loads((out / "options.json").read_text())
+    assert options["dropped_tumour_vanished_in_resize"] == {"1": [28]}

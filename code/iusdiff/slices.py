@@ -86,14 +86,18 @@ class SliceRecord:
     mask_sha256: str
 
 
-def write_case_slices(volumes: CaseVolumes, out_dir: Path, size: int) -> list[SliceRecord]:
-    """Select, resize and write one case's slices; return their manifest rows."""
+def write_case_slices(volumes: CaseVolumes, out_dir: Path, size: int) -> tuple[list[SliceRecord], list[int]]:
+    """Select, resize and write one case's slices; return their manifest rows and the slices
+    dropped because their tumour vanished in the resize (a sliver thinner than a pixel)."""
     spacing_k = volumes.spacing[2]
-    records = []
+    records, vanished = [], []
     for k in select_slices(volumes.mask, spacing_k):
         stem = f"case{volumes.case:02d}_k{k:04d}"
-        image = resize_image(slice_2d(volumes.us, k), size)
         mask = resize_mask(slice_2d(volumes.mask, k), size)
+        if not mask.any():
+            vanished.append(k)
+            continue
+        image = resize_image(slice_2d(volumes.us, k), size)
         image_rel, mask_rel = f"images/{stem}.png", f"masks/{stem}.png"
         save_png(out_dir / image_rel, image)
         save_png(out_dir / mask_rel, mask)
@@ -109,7 +113,7 @@ def write_case_slices(volumes: CaseVolumes, out_dir: Path, size: int) -> list[Sl
                 mask_sha256=sha256_file(out_dir / mask_rel),
             )
         )
-    return records
+    return records, vanished
 
 
 def write_manifest(path: Path, records: list[SliceRecord]) -> None:
