@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from iusdiff.metrics import esd_signals
 from iusdiff.plotting import STYLE, TEXT_WIDTH_IN
@@ -120,6 +121,8 @@ def _loglog_panel(ax: Axes, fold: FoldShape) -> None:
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # minor labels on a short log range overlap each other
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("tumour size")
     ax.set_ylabel("ESD [px²]")
     ax.set_title("log ESD = β0 + β1 log size")

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Real vs generated tumour masks per fold: Tables 3 and 4, Figs. 4 and 6, per-mask metrics.
+
+    python code/evaluate_masks.py --slices DIR --generated DIR --profile default \
+        [--tables tables] [--figures figures] [--metrics metrics/masks] [--folds 1-5]
+
+--generated holds one folder per fold in the sample contract (iusdiff.samples):
+fold{K}/manifest.csv and fold{K}/masks/*.png. Real masks are the fold's training masks; the
+generated set is truncated to the same count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from iusdiff.cli import cases_argument, run, save_options
+from iusdiff.config import PROFILES, load_profile, provenance
+from iusdiff.errors import InputError
+from iusdiff.io import atomic_path, load_mask_png
+from iusdiff.mask_eval import compare_fold, per_mask_rows, representative_mask, shape_set, table3, table4
+from iusdiff.plots_masks import FoldShape, fig4, fig6
+from iusdiff.plotting import save_figure
+from iusdiff.samples import fold_dir, read_manifest
+from iusdiff.slices import load_dataset
+from iusdiff.tables import write_table
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=Path, required=True, help="folder written by prepare_data.py")
+    parser.add_argument("--generated", type=Path, required=True, help="generated sets, one fold{K}/ folder per fold")
+    parser.add_argument("--profile", choices=PROFILES, required=True)
+    parser.add_argument("--tables", type=Path, default=Path("tables"))
+    parser.add_argument("--figures", type=Path, default=Path("figures"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/masks"))
+    parser.add_argument("--folds", type=cases_argument, default=[1, 2, 3, 4, 5])
+    return parser.parse_args(argv)
+
+
+def generator_label(root: Path) -> str:
+    """What produced the generated masks, as the generating script recorded it."""
+    options = root / "options.json"
+    if options.is_file():
+        return str(json.loads(options.read_text()).get("generator", "mask LDM"))
+    return "mask LDM"
+
+
+def generated_masks(root: Path, fold: int, count: int) -> tuple[list, list[str]]:
+    samples = read_manifest(root, fold)
+    if len(samples) < count:
+        raise InputError(f"fold {fold}: {len(samples)} generated masks in {fold_dir(root, fold)}, need {count} (one per real training image)")
+    chosen = samples[:count]
+    return [load_mask_png(fold_dir(root, fold) / s.mask) for s in chosen], [s.mask for s in chosen]
+
+
+def write_rows(path: Path, rows: list[dict[str, object]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["set", "mask", "size", "esd", "in_fit"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    profile = load_profile(args.profile)
+    dataset = load_dataset(args.slices)
+    label = generator_label(args.generated)
+    results, example = [], None
+    for fold in args.folds:
+        real_records = dataset.select(fold, "train")
+        real_masks = [dataset.mask(r) for r in real_records]
+        real_names = [r.mask for r in real_records]
+        gen_masks, gen_names = generated_masks(args.generated, fold, len(real_masks))
+        real = shape_set(real_masks, real_names)
+        result = compare_fold(fold, real, shape_set(gen_masks, gen_names))
+        results.append(result)
+        write_rows(args.metrics / f"fold{fold}.csv", per_mask_rows(result))
+        if example is None:
+            example = representative_mask(real_masks, real, real_names)
+        print(f"fold {fold}: size p = {result.size_p:.3f}, ESD p = {result.esd_p:.3f}, slope p = {result.slope_p:.3f}")
+    size_px = dataset.image(dataset.records[0]).shape[0]
+    for table in (table3(results, provenance(profile), label, size_px), table4(results, provenance(profile), label)):
+        write_table(table, args.tables)
+    save_figure(fig4(example), args.figures / "fig4")
+    folds = [FoldShape(r.real.sizes, r.real.esds, r.gen.sizes, r.gen.esds, f"Fold {r.fold}") for r in results]
+    save_figure(fig6(folds), args.figures / "fig6")
+    save_options(args.metrics / "options.json", args, generator=label)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
