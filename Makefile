@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.iusdiff-installed
 PROFILE ?= default
 
-.PHONY: setup repro test verify tables figures lock clean
+.PHONY: setup repro test verify tables figures check-containers lock clean
 
 ## setup: create .venv from the pinned requirements (fast when already done)
 setup: $(STAMP)
@@ -23,9 +23,13 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 repro: setup
 	./run_all.sh --profile $(PROFILE) --publish
 
-## test: the test suite (unit tests and one end-to-end smoke run)
+## test: the test suite (unit tests, container checks and one end-to-end smoke run)
 test: setup
 	$(PY) -m pytest
+
+## check-containers: hadolint, compose validation and the project's container rules (no engine needed)
+check-containers: setup
+	$(PY) -m pytest -q -m containers tests/test_containers.py
 
 ## verify: re-check every intermediate output of the default run against its checksum
 verify: setup

@@ -32,7 +32,8 @@ def check_real_data(ctx: Context) -> None:
         return
     where = (
         "put the RESECT download (NIFTI/CaseN/US/...) and RESECT-SEG (CaseN/...-tumor.nii.gz) under "
-        "data/RESECT and data/RESECT_segmentation, or pass --resect-root / --seg-root"
+        "data/RESECT and data/RESECT_segmentation, or pass --resect-root / --seg-root; to run the embedded "
+        "phantom default instead: ./run_all.sh --profile default (Docker: docker compose --profile cpu run cpu)"
     )
     for root in (ctx.resect_root, ctx.seg_root):
         if not Path(root).is_dir():
