@@ -20,9 +20,10 @@ from iusdiff.cli import cases_argument, run, save_options
 from iusdiff.config import PROFILES, load_profile, provenance
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_path, load_mask_png
-from iusdiff.mask_eval import compare_fold, per_mask_rows, representative_mask, shape_set, table3, table4
+from iusdiff.mask_eval import compare_fold, per_mask_rows, representative_mask, result_numbers, shape_set, table3, table4
 from iusdiff.plots_masks import FoldShape, fig4, fig6
 from iusdiff.plotting import save_figure
+from iusdiff.results import write_results
 from iusdiff.samples import fold_dir, read_manifest
 from iusdiff.slices import load_dataset
 from iusdiff.tables import write_table
@@ -36,6 +37,7 @@ def parse_args(argv):
     parser.add_argument("--tables", type=Path, default=Path("tables"))
     parser.add_argument("--figures", type=Path, default=Path("figures"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/masks"))
+    parser.add_argument("--results", type=Path, default=Path("results/table3_4.csv"), help="long-format numbers for the report")
     parser.add_argument("--folds", type=cases_argument, default=[1, 2, 3, 4, 5])
     return parser.parse_args(argv)
 
@@ -84,6 +86,7 @@ def main(argv=None) -> int:
     size_px = dataset.image(dataset.records[0]).shape[0]
     for table in (table3(results, provenance(profile), label, size_px), table4(results, provenance(profile), label)):
         write_table(table, args.tables)
+    write_results(args.results, result_numbers(results, f"{provenance(profile)}; generated masks: {label}; {size_px} px"))
     save_figure(fig4(example), args.figures / "fig4")
     folds = [FoldShape(r.real.sizes, r.real.esds, r.gen.sizes, r.gen.esds, f"Fold {r.fold}") for r in results]
     save_figure(fig6(folds), args.figures / "fig6")

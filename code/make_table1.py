@@ -12,7 +12,8 @@ from pathlib import Path
 from iusdiff.cli import run
 from iusdiff.config import PROFILES, load_profile, provenance
 from iusdiff.slices import load_dataset
-from iusdiff.table1 import build_table1
+from iusdiff.results import write_results
+from iusdiff.table1 import build_table1, table1_numbers
 from iusdiff.tables import write_table
 
 
@@ -21,14 +22,16 @@ def parse_args(argv):
     parser.add_argument("--slices", type=Path, required=True, help="folder written by prepare_data.py")
     parser.add_argument("--out-dir", type=Path, required=True, help="where table1.{csv,md,tex} go")
     parser.add_argument("--profile", choices=PROFILES, required=True, help="labels the counts with their data source")
+    parser.add_argument("--results", type=Path, default=Path("results/table1.csv"), help="long-format numbers for the report")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    table = build_table1(load_dataset(args.slices), provenance(load_profile(args.profile)))
-    for path in write_table(table, args.out_dir):
+    dataset, label = load_dataset(args.slices), provenance(load_profile(args.profile))
+    for path in write_table(build_table1(dataset, label), args.out_dir):
         print(f"table1: wrote {path}")
+    write_results(args.results, table1_numbers(dataset, label))
     return 0
 
 

@@ -122,3 +122,16 @@ def test_code_digest_follows_imports_transitively(tmp_path):
     assert code_digest(script, package) == before
     (package / "core.py").write_text("VALUE = 2\n")  # imported via helper
     assert code_digest(script, package) != before
+
+
+def test_volatile_outputs_are_written_but_not_checksummed(tmp_path):
+    script = tmp_path / "timed.py"
+    script.write_text("import pathlib, time\npathlib.Path('r').mkdir(exist_ok=True)\npathlib.Path('r/data.txt').write_text('x')\npathlib.Path('took.txt').write_text(str(time.time()))\n")
+    out = tmp_path / "out"
+    stages = [Stage("r", str(script), ("r",), lambda ctx: [], volatile=("took.txt",))]
+    ctx = Context(profile={"name": "toy"}, out=out, repo=tmp_path, resect_root="", seg_root="")
+    run_pipeline(ctx, stages, log=lambda line: None)
+    assert (out / "took.txt").is_file()
+    assert set(read_manifest(out / MANIFEST)) == {"r/data.txt"}
+    (out / "took.txt").write_text("edited")
+    assert run_pipeline(ctx, stages, log=lambda line: None).skipped == ["r"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from iusdiff.metrics import esd, tumour_size
+from iusdiff.results import Number, table3_keys, table4_keys
 from iusdiff.stats import LogLogFit, loglog_fit, ranksums_test, slope_ttest_from_fits
 from iusdiff.tables import Table
 
@@ -175,3 +176,28 @@ def per_mask_rows(result: FoldComparison) -> list[dict[str, object]]:
             rows.append({"set": label, "mask": name, "size": f"{shapes.sizes[i]:.6f}", "esd": f"{shapes.esds[i]:.4f}", "in_fit": int(fit[i])})
         rows.extend({"set": label, "mask": name, "size": "", "esd": "", "in_fit": 0} for name in shapes.excluded)
     return rows
+
+
+def result_numbers(results: Sequence[FoldComparison], label: str) -> list[Number]:
+    """Tables 3 and 4 under the report's keys; ESD divided by 10^4 as the paper prints it."""
+    numbers = []
+    for r in results:
+        for quantity, real, gen, p, scale in (
+            ("tumour size", r.real.sizes, r.gen.sizes, r.size_p, 1.0),
+            ("ESD/1e4", r.real.esds, r.gen.esds, r.esd_p, 1e4),
+        ):
+            keys = table3_keys(r.fold, quantity)
+            for prefix, values in (("real", real / scale), ("gen", gen / scale)):
+                q1, median, q3 = np.percentile(values, [25, 50, 75])
+                numbers += [Number("Table 3", keys[f"{prefix} median"], median, label), Number("Table 3", keys[f"{prefix} IQR"], q3 - q1, label)]
+            numbers.append(Number("Table 3", keys["p"], p, label))
+        keys = table4_keys(r.fold)
+        for prefix, fit in (("real", r.fit_real), ("gen", r.fit_gen)):
+            numbers += [
+                Number("Table 4", keys[f"{prefix} β1"], fit.beta1, label),
+                Number("Table 4", keys[f"{prefix} β1 CI width"], fit.ci_beta1[1] - fit.ci_beta1[0], label),
+                Number("Table 4", keys[f"{prefix} β0"], fit.beta0, label),
+                Number("Table 4", keys[f"{prefix} β0 CI width"], fit.ci_beta0[1] - fit.ci_beta0[0], label),
+            ]
+        numbers.append(Number("Table 4", keys["slope p"], r.slope_p, label))
+    return numbers

@@ -56,6 +56,9 @@ class Stage:
     outputs: tuple[str, ...]
     args: Callable[[Context], list[str]]
     deps: tuple[str, ...] = ()
+    # Outputs that legitimately differ between identical runs (wall times, device names): written
+    # by the stage but kept out of the checksum manifest and of the up-to-date check.
+    volatile: tuple[str, ...] = ()
     enabled: Callable[[Context], bool] = field(default=lambda ctx: True)
     preflight: Callable[[Context], None] | None = None
 
@@ -265,7 +268,7 @@ def run_pipeline(
         run_stage(stage, ctx, argv)
         seconds = time.monotonic() - started
         files = output_files(ctx.out, stage.outputs)
-        absent = [o for o in stage.outputs if not (ctx.out / o).exists()]
+        absent = [o for o in (*stage.outputs, *stage.volatile) if not (ctx.out / o).exists()]
         if absent:
             raise InputError(f"stage '{stage.name}' finished without writing {absent}")
         record = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from iusdiff import paper
+from iusdiff.results import Number, table1_key
 from iusdiff.slices import SliceDataset
 from iusdiff.splits import FOLD3_CORRECTION_NOTE
 from iusdiff.tables import Table
@@ -51,3 +52,15 @@ def build_table1(dataset: SliceDataset, provenance: str) -> Table:
         rows=rows,
         notes=[f"{ADDED_MARK} {FOLD3_CORRECTION_NOTE}", f"Counts from {provenance}."],
     )
+
+
+def table1_numbers(dataset: SliceDataset, provenance: str) -> list[Number]:
+    """Our image counts under the report's keys."""
+    counts = Counter(r.subject for r in dataset.records)
+    numbers = [
+        Number("Table 1", table1_key(str(entry["fold"]), part), float(sum(counts[s] for s in entry[part])), provenance)
+        for entry in dataset.splits["folds"]
+        for part in ("train", "val")
+    ]
+    numbers.append(Number("Table 1", table1_key("test", "test"), float(sum(counts[s] for s in dataset.splits["test"])), provenance))
+    return numbers

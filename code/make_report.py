@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Write the reproduction report: the paper's numbers beside ours, versions, device, times.
+
+    python code/make_report.py --results results --profile default --out report.md
+
+Run inside a pipeline output folder (it reads .stages/ and checksums.sha256 there).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from iusdiff.cli import run
+from iusdiff.config import PROFILES, load_profile, provenance
+from iusdiff.io import write_text
+from iusdiff.pipeline import MANIFEST, read_manifest
+from iusdiff.report import render, stage_records
+from iusdiff.results import paper_numbers, read_results
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=Path("results"), help="folder of results/*.csv")
+    parser.add_argument("--profile", choices=PROFILES, required=True)
+    parser.add_argument("--out", type=Path, default=Path("report.md"))
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    profile = load_profile(args.profile)
+    folder = args.out.resolve().parent
+    text = render(
+        args.profile,
+        provenance(profile),
+        paper_numbers(),
+        read_results(args.results),
+        stage_records(folder),
+        len(read_manifest(folder / MANIFEST)),
+    )
+    write_text(args.out, text)
+    print(f"report: wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
