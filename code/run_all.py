@@ -2,6 +2,8 @@
 """Run every stage of a profile (see run_all.sh), or verify a finished run's checksums.
 
     ./run_all.sh --profile {smoke,default,paper} [--out DIR] [--force STAGE ...] [--publish]
+    ./run_all.sh --profile paper --fold 3          # one fold's share (a cluster job); rerun without --fold to merge
+    ./run_all.sh --profile default --stage table1  # one stage (its inputs must exist)
     ./run_all.sh --profile default --verify
 """
 
@@ -19,7 +21,10 @@ from iusdiff.cli import run
 from iusdiff.config import PROFILES, load_profile, provenance
 from iusdiff.io import write_json
 from iusdiff.pipeline import MANIFEST, Context, StageFailed, publish, run_pipeline, verify
+from iusdiff.splits import paper_folds
 from iusdiff.stages import STAGES, data_roots
+
+FOLDS = tuple(f.fold for f in paper_folds())
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,6 +36,8 @@ def parse_args(argv):
     parser.add_argument("--resect-root", type=Path, help="RESECT root for real-data profiles (default from the profile)")
     parser.add_argument("--seg-root", type=Path, help="RESECT-SEG root for real-data profiles (default from the profile)")
     parser.add_argument("--force", nargs="+", default=[], metavar="STAGE", help="rerun these stages even if up to date")
+    parser.add_argument("--fold", type=int, choices=FOLDS, help="run only the shared data stages and this fold's work")
+    parser.add_argument("--stage", help="run only this stage (all its folds, or --fold's)")
     parser.add_argument("--verify", action="store_true", help="only re-check OUT/checksums.sha256 and name changed files")
     parser.add_argument("--publish", action="store_true", help="copy OUT/tables and OUT/figures into the repository's tables/ and figures/")
     parser.add_argument("--list", action="store_true", help="list the profile's stages and exit")
@@ -63,12 +70,13 @@ def main(argv=None) -> int:
     ctx = Context(profile=profile, out=out, repo=REPO, resect_root=resect, seg_root=seg)
     if args.list:
         for stage in STAGES:
-            print(f"{stage.name:<10} {'on ' if stage.enabled(ctx) else 'off'}  code/{stage.script}")
+            scope = "per fold" if stage.per_fold else "shared"
+            print(f"{stage.name:<16} {'on ' if stage.enabled(ctx) else 'off'}  {scope:<8}  code/{stage.script}")
         return 0
     print(f"run_all: profile '{args.profile}' -> {out}\n         {provenance(profile)}")
     started = time.monotonic()
     try:
-        summary = run_pipeline(ctx, STAGES, force=args.force)
+        summary = run_pipeline(ctx, STAGES, force=args.force, folds=FOLDS, fold=args.fold, only=args.stage)
     except StageFailed as exc:
         print(f"run_all: {exc}; finished stages are kept, rerun to continue", file=sys.stderr)
         return exc.code

@@ -135,3 +135,72 @@ def test_volatile_outputs_are_written_but_not_checksummed(tmp_path):
     assert set(read_manifest(out / MANIFEST)) == {"r/data.txt"}
     (out / "took.txt").write_text("edited")
     assert run_pipeline(ctx, stages, log=lambda line: None).skipped == ["r"]
+
+
+FOLD_TOY = """
+import pathlib, sys
+args = sys.argv[1:]
+fold = args[args.index("--folds") + 1] if "--folds" in args else None
+name = args[0]
+out = pathlib.Path(name if fold is None else f"{name}/fold{fold}")
+out.mkdir(parents=True, exist_ok=True)
+pattern = args[1].replace("{fold}", str(fold)) if len(args) > 1 and args[1] != "--folds" else None
+inputs = sorted(str(p) + ":" + p.read_text() for p in pathlib.Path(".").glob(pattern)) if pattern else []
+(out / "data.txt").write_text(name + str(fold) + "|".join(inputs))
+"""
+
+
+def fold_stages(script: Path) -> list[Stage]:
+    return [
+        Stage("data", str(script), ("data",), lambda ctx: ["data"]),
+        Stage("train", str(script), ("train/fold{fold}",), lambda ctx: ["train", "data/data.txt"], deps=("data",), per_fold=True),
+        Stage("sample", str(script), ("sample/fold{fold}",), lambda ctx: ["sample", "train/fold{fold}/data.txt"], deps=("train",), per_fold=True),
+        Stage("tables", str(script), ("tables",), lambda ctx: ["tables", "sample/fold*/data.txt"], deps=("sample",)),
+    ]
+
+
+def _run_fold(out: str, script: str, fold) -> None:
+    ctx = Context(profile={"name": "toy"}, out=Path(out), repo=Path(script).parent, resect_root="", seg_root="")
+    run_pipeline(ctx, fold_stages(Path(script)), log=lambda line: None, folds=(1, 2), fold=fold)
+
+
+def test_per_fold_stages_expand_and_wire_to_their_own_fold(tmp_path):
+    from iusdiff.pipeline import expand
+
+    stages = {s.name: s for s in expand(fold_stages(tmp_path / "x.py"), (1, 2))}
+    assert list(stages) == ["data", "train@fold1", "train@fold2", "sample@fold1", "sample@fold2", "tables"]
+    assert stages["sample@fold2"].deps == ("train@fold2",) and stages["sample@fold2"].outputs == ("sample/fold2",)
+    assert stages["tables"].deps == ("sample@fold1", "sample@fold2")
+    ctx = Context(profile={"name": "toy"}, out=tmp_path, repo=tmp_path, resect_root="", seg_root="")
+    assert stages["train@fold2"].args(ctx) == ["train", "data/data.txt", "--folds", "2"]
+
+
+def test_fold_jobs_in_parallel_processes_merge_to_the_single_process_manifest(tmp_path):
+    import multiprocessing
+
+    script = tmp_path / "toy.py"
+    script.write_text(FOLD_TOY)
+    _run_fold(str(tmp_path / "single"), str(script), None)
+    split = tmp_path / "split"
+    context = multiprocessing.get_context("spawn")
+    jobs = [context.Process(target=_run_fold, args=(str(split), str(script), k)) for k in (1, 2)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join()
+        assert job.exitcode == 0
+    assert not (split / "tables").exists()  # fold jobs leave the merge to the final run
+    _run_fold(str(split), str(script), None)
+    assert (split / MANIFEST).read_text() == (tmp_path / "single" / MANIFEST).read_text()
+
+
+def test_single_stage_needs_its_inputs_first(tmp_path):
+    script = tmp_path / "toy.py"
+    script.write_text(FOLD_TOY)
+    ctx = Context(profile={"name": "toy"}, out=tmp_path / "out", repo=tmp_path, resect_root="", seg_root="")
+    with pytest.raises(InputError, match="needs 'data', which has not run"):
+        run_pipeline(ctx, fold_stages(script), log=lambda line: None, folds=(1, 2), only="train")
+    run_pipeline(ctx, fold_stages(script), log=lambda line: None, folds=(1, 2), only="data")
+    assert run_pipeline(ctx, fold_stages(script), log=lambda line: None, folds=(1, 2), only="train").ran == ["train@fold1", "train@fold2"]
+    with pytest.raises(InputError, match="no stage named 'nope'"):
+        run_pipeline(ctx, fold_stages(script), log=lambda line: None, folds=(1, 2), only="nope")

@@ -17,6 +17,8 @@ to OUT) is rebuilt from those records after every stage.
 from __future__ import annotations
 
 import ast
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -24,8 +26,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,14 @@ class Stage:
     volatile: tuple[str, ...] = ()
     enabled: Callable[[Context], bool] = field(default=lambda ctx: True)
     preflight: Callable[[Context], None] | None = None
+    # A per-fold stage runs once per fold as "<name>@fold<K>" with "--folds K" appended; "{fold}"
+    # in its outputs is filled in. Folds can then run as separate jobs (run_all.sh --fold K).
+    per_fold: bool = False
+    fold: int | None = None
+
+    @property
+    def base(self) -> str:
+        return self.name.split("@", 1)[0]
 
 
 class StageFailed(RuntimeError):
@@ -224,67 +234,153 @@ class Summary:
     files: int = 0
 
 
+def _with_fold(args: Callable[[Context], list[str]], fold: int) -> Callable[[Context], list[str]]:
+    return lambda ctx: [*args(ctx), "--folds", str(fold)]
+
+
+def expand(stages: Sequence[Stage], folds: Sequence[int]) -> list[Stage]:
+    """Per-fold stages become one instance per fold, wired to the same fold of their inputs."""
+    per_fold = {s.name for s in stages if s.per_fold}
+    expanded = []
+    for stage in stages:
+        if not stage.per_fold:
+            deps = tuple(d2 for d in stage.deps for d2 in ([f"{d}@fold{k}" for k in folds] if d in per_fold else [d]))
+            expanded.append(replace(stage, deps=deps))
+            continue
+        for k in folds:
+            expanded.append(
+                replace(
+                    stage,
+                    name=f"{stage.name}@fold{k}",
+                    outputs=tuple(o.format(fold=k) for o in stage.outputs),
+                    volatile=tuple(v.format(fold=k) for v in stage.volatile),
+                    args=_with_fold(stage.args, k),
+                    deps=tuple(f"{d}@fold{k}" if d in per_fold else d for d in stage.deps),
+                    per_fold=False,
+                    fold=k,
+                )
+            )
+    return expanded
+
+
+def _depends_on_fold_work(stage: Stage, by_name: dict[str, Stage]) -> bool:
+    return any(by_name[d].fold is not None or _depends_on_fold_work(by_name[d], by_name) for d in stage.deps if d in by_name)
+
+
+def select(stages: Sequence[Stage], fold: int | None, only: str | None) -> list[Stage]:
+    """The stages one invocation runs: everything, one fold's share, or one stage."""
+    by_name = {s.name: s for s in stages}
+    chosen = list(stages)
+    if fold is not None:
+        chosen = [s for s in chosen if s.fold == fold or (s.fold is None and not _depends_on_fold_work(s, by_name))]
+    if only is not None:
+        chosen = [s for s in chosen if s.base == only]
+        if not chosen:
+            raise InputError(f"--stage: no stage named {only!r} in this profile ({', '.join(dict.fromkeys(s.base for s in stages))})")
+    return chosen
+
+
+@contextlib.contextmanager
+def _locked(out: Path, name: str) -> Iterator[None]:
+    """Serialise work on one stage across processes (fold jobs sharing an output folder)."""
+    (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    with open(out / STATE_DIR / f".{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _up_to_date(ctx: Context, stage: Stage, fp: str, force: Sequence[str]) -> dict[str, Any] | None:
+    record = load_record(ctx.out, stage.name)
+    if stage.name in force or stage.base in force or record is None or record.get("fingerprint") != fp:
+        return None
+    return None if changed_files(ctx.out, record["files"]) else record
+
+
+def _execute(ctx: Context, stage: Stage, argv: list[str], fp: str) -> dict[str, Any]:
+    started = time.monotonic()
+    run_stage(stage, ctx, argv)
+    seconds = time.monotonic() - started
+    absent = [o for o in (*stage.outputs, *stage.volatile) if not (ctx.out / o).exists()]
+    if absent:
+        raise InputError(f"stage '{stage.name}' finished without writing {absent}")
+    record = {
+        "stage": stage.name,
+        "fingerprint": fp,
+        "argv": argv,
+        "seconds": round(seconds, 2),
+        "files": hash_files(ctx.out, output_files(ctx.out, stage.outputs)),
+    }
+    write_json(_record_path(ctx.out, stage.name), record)
+    return record
+
+
+def refresh_manifest(out: Path, stages: Sequence[Stage]) -> int:
+    """Rebuild OUT's manifest from the records of every stage that has finished so far."""
+    with _locked(out, "manifest"):
+        records = [r for r in (load_record(out, s.name) for s in stages) if r is not None]
+        return write_manifest(out, records)
+
+
 def run_pipeline(
     ctx: Context,
     stages: Sequence[Stage],
     force: Sequence[str] = (),
     log: Callable[[str], None] = print,
+    folds: Sequence[int] = (1, 2, 3, 4, 5),
+    fold: int | None = None,
+    only: str | None = None,
 ) -> Summary:
-    """Run the enabled stages in order; check every stage's inputs before any work starts."""
-    selected = [s for s in stages if s.enabled(ctx)]
-    unknown = set(force) - {s.name for s in selected}
+    """Run the enabled stages in order; check every stage's inputs before any work starts.
+
+    ``fold`` restricts the run to the shared stages before any per-fold work plus that fold's
+    instances (a cluster job); ``only`` to one stage. Inputs outside the selection must have
+    been produced already. A full run afterwards finds everything up to date and merges.
+    """
+    enabled = expand([s for s in stages if s.enabled(ctx)], folds)
+    names = {s.name for s in enabled}
+    unknown = set(force) - names - {s.base for s in enabled}
     if unknown:
         raise InputError(f"--force: no stage named {', '.join(sorted(unknown))} in this profile")
-    for stage in selected:
+    chosen = select(enabled, fold, only)
+    for stage in chosen:
         if stage.preflight:
             stage.preflight(ctx)
     ctx.out.mkdir(parents=True, exist_ok=True)
     records: dict[str, dict[str, Any]] = {}
     summary = Summary()
-    width = max(len(s.name) for s in selected)
-    enabled = {s.name for s in selected}
-    for index, stage in enumerate(selected, 1):
-        deps = [d for d in stage.deps if d in enabled]  # a disabled dependency (phantom on real data) is no input
-        late = [d for d in deps if d not in records]
-        if late:
-            raise ValueError(f"stage '{stage.name}' is listed before its dependencies {late}")
+    width = max(len(s.name) for s in chosen)
+    chosen_names = [s.name for s in chosen]
+    for index, stage in enumerate(chosen, 1):
+        deps = [d for d in stage.deps if d in names]  # a disabled dependency (phantom on real data) is no input
+        for dep in deps:
+            if dep not in records:
+                if dep in chosen_names:
+                    raise ValueError(f"stage '{stage.name}' is listed before its dependency '{dep}'")
+                record = load_record(ctx.out, dep)
+                if record is None:
+                    raise InputError(f"stage '{stage.name}' needs '{dep}', which has not run in {ctx.out}; run it first")
+                records[dep] = record
         argv = [str(a) for a in stage.args(ctx)]
-        print_prefix = f"[{index}/{len(selected)}] {stage.name:<{width}}"
+        prefix = f"[{index}/{len(chosen)}] {stage.name:<{width}}"
         code = code_digest(script_path(stage, ctx.repo), ctx.repo / "code" / "iusdiff")
         fp = fingerprint(stage, argv, {d: records[d] for d in deps}, code)
-        record = load_record(ctx.out, stage.name)
-        if (
-            stage.name not in force
-            and record is not None
-            and record.get("fingerprint") == fp
-            and not changed_files(ctx.out, record["files"])
-        ):
-            log(f"{print_prefix}  up to date ({len(record['files'])} files match their checksums)")
-            records[stage.name] = record
-            summary.skipped.append(stage.name)
-            continue
-        log(f"{print_prefix}  running: {stage.script} {' '.join(argv)}")
-        started = time.monotonic()
-        run_stage(stage, ctx, argv)
-        seconds = time.monotonic() - started
-        files = output_files(ctx.out, stage.outputs)
-        absent = [o for o in (*stage.outputs, *stage.volatile) if not (ctx.out / o).exists()]
-        if absent:
-            raise InputError(f"stage '{stage.name}' finished without writing {absent}")
-        record = {
-            "stage": stage.name,
-            "fingerprint": fp,
-            "argv": argv,
-            "seconds": round(seconds, 2),
-            "files": hash_files(ctx.out, files),
-        }
-        write_json(_record_path(ctx.out, stage.name), record)
+        with _locked(ctx.out, stage.name):
+            record = _up_to_date(ctx, stage, fp, force)
+            if record is not None:
+                log(f"{prefix}  up to date ({len(record['files'])} files match their checksums)")
+                summary.skipped.append(stage.name)
+            else:
+                log(f"{prefix}  running: {stage.script} {' '.join(argv)}")
+                record = _execute(ctx, stage, argv, fp)
+                summary.ran.append(stage.name)
+                summary.seconds[stage.name] = record["seconds"]
+                log(f"{prefix}  done in {record['seconds']:.1f} s ({len(record['files'])} files)")
         records[stage.name] = record
-        summary.files = write_manifest(ctx.out, list(records.values()))
-        summary.ran.append(stage.name)
-        summary.seconds[stage.name] = seconds
-        log(f"{print_prefix}  done in {seconds:.1f} s ({len(files)} files)")
-    summary.files = write_manifest(ctx.out, list(records.values()))
+        refresh_manifest(ctx.out, enabled)
+    summary.files = refresh_manifest(ctx.out, enabled)
     return summary
 
 
