@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import csv
+
+import numpy as np
 import pytest
 
 from iusdiff.config import load_profile
 from iusdiff.errors import InputError
+from iusdiff.io import load_png
+from iusdiff.slices import load_dataset
+from iusdiff.stages import SAMPLES_DIR, STAGES
 
 from conftest import run_script
 
 pytestmark = pytest.mark.e2e
+
+
+def check_generated_pairs(out):
+    """The two-step generator's output contract, for every fold of the smoke run."""
+    dataset = load_dataset(out / "slices")
+    samples = out / SAMPLES_DIR
+    assert (samples / "options.json").is_file()
+    for entry in dataset.splits["folds"]:
+        folder = samples / f"fold{entry['fold']}"
+        rows = list(csv.DictReader((folder / "manifest.csv").read_text().splitlines()))
+        assert list(rows[0]) == ["index", "seed", "mask", "image", "sampler", "steps", "w", "empty"]
+        assert len(rows) == len(dataset.select(entry["fold"], "train"))  # N = the fold's training images
+        mask, image = load_png(folder / rows[0]["mask"]), load_png(folder / rows[0]["image"])
+        assert set(np.unique(mask)) <= {0, 1} and image.shape == mask.shape == (64, 64)
+        assert float(rows[0]["w"]) in (3.0, 5.0)  # picked on validation from the smoke grid
+        assert (folder / "guidance.csv").read_text().startswith("w,kid")
 
 
 def test_smoke_profile_end_to_end_rerun_and_verify(tmp_path):
@@ -20,9 +42,11 @@ def test_smoke_profile_end_to_end_rerun_and_verify(tmp_path):
         assert (out / rel).is_file(), rel
     assert "synthetic phantom data" in (out / "tables" / "table1.md").read_text()
 
+    check_generated_pairs(out)
+
     second = run_script("run_all.sh", "--profile", "smoke", "--out", out)
     assert second.returncode == 0
-    assert second.stdout.count("files match their checksums") == 3 and "0 stage(s) ran" in second.stdout
+    assert second.stdout.count("files match their checksums") == len(STAGES) and "0 stage(s) ran" in second.stdout
 
     assert run_script("run_all.sh", "--profile", "smoke", "--out", out, "--verify").returncode == 0
     manifest = (out / "checksums.sha256").read_text()

@@ -6,13 +6,18 @@ the output folder, which is the scripts' working directory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from iusdiff.errors import InputError
 from iusdiff.pipeline import Context, Stage
 from iusdiff.resect import mask_path, us_path
+from iusdiff.weights import check_pretrained
 
 PHANTOM_DIR = "phantom"
+MODELS_DIR = "models"
+SAMPLES_DIR = "samples/proposed"  # the two-step generator's pairs: fold{K}/{masks,images}/, manifest.csv
+GENERATOR_STAGES = ("vae_image", "vae_mask", "ldm_mask", "ldm_ius", "sample")
 
 
 def is_phantom(ctx: Context) -> bool:
@@ -45,6 +50,66 @@ def check_real_data(ctx: Context) -> None:
 
 def _cases(ctx: Context) -> str:
     return ",".join(str(c) for c in ctx.profile["cases"])
+
+
+def uses_pretrained(profile: dict) -> bool:
+    """Whether a profile starts any generator model from SD-1.5 (the paper profile)."""
+    return any(profile[section].get("pretrained", False) for section in ("vae_image", "ldm_ius"))
+
+
+def pretrained_root(ctx: Context) -> str:
+    """SD-1.5's location for a profile: a folder relative to the repository if it exists, else
+    the setting itself (an absolute folder, or a Hub id already in the local HF cache)."""
+    reference = ctx.profile["stable_diffusion"]
+    local = ctx.repo / reference
+    return str(local) if local.is_dir() else reference
+
+
+def check_pretrained_weights(ctx: Context) -> None:
+    """Before any work: SD-1.5 (VAE, UNet, text encoder, tokenizer) must be where the profile says."""
+    if not uses_pretrained(ctx.profile):
+        return
+    try:
+        check_pretrained(pretrained_root(ctx))
+    except InputError as exc:
+        raise InputError(
+            f"profile '{ctx.profile['name']}' needs Stable Diffusion 1.5: {exc}. Put the diffusers-format "
+            f"download (stable-diffusion-v1-5/stable-diffusion-v1-5) in {ctx.profile['stable_diffusion']} "
+            "under the repository, or set 'stable_diffusion' in profiles.toml"
+        ) from None
+
+
+def _pretrained_args(ctx: Context, section: str) -> list[str]:
+    return ["--pretrained", pretrained_root(ctx)] if ctx.profile[section].get("pretrained", False) else []
+
+
+def _train_vae_args(kind: str) -> Callable[[Context], list[str]]:
+    def args(ctx: Context) -> list[str]:
+        return [
+            "--kind", kind, "--slices", "slices", "--out", f"{MODELS_DIR}/vae_{kind}",
+            "--profile", ctx.profile["name"], "--resume", *_pretrained_args(ctx, f"vae_{kind}"),
+        ]
+
+    return args
+
+
+def _train_ldm_args(model: str, vae: str) -> Callable[[Context], list[str]]:
+    def args(ctx: Context) -> list[str]:
+        return [
+            "--model", model, "--slices", "slices", "--vae", f"{MODELS_DIR}/{vae}", "--out", f"{MODELS_DIR}/ldm_{model}",
+            "--profile", ctx.profile["name"], "--resume", *_pretrained_args(ctx, f"ldm_{model}"),
+        ]
+
+    return args
+
+
+def _sample_args(ctx: Context) -> list[str]:
+    return [
+        "--slices", "slices",
+        "--mask-vae", f"{MODELS_DIR}/vae_mask", "--mask-ldm", f"{MODELS_DIR}/ldm_mask",
+        "--image-vae", f"{MODELS_DIR}/vae_image", "--ius-ldm", f"{MODELS_DIR}/ldm_ius",
+        "--out", SAMPLES_DIR, "--profile", ctx.profile["name"], "--resume",
+    ]
 
 
 STAGES: list[Stage] = [
@@ -81,5 +146,43 @@ STAGES: list[Stage] = [
         outputs=("tables/table1.csv", "tables/table1.md", "tables/table1.tex"),
         args=lambda ctx: ["--slices", "slices", "--out-dir", "tables", "--profile", ctx.profile["name"]],
         deps=("slices",),
+    ),
+    # The two-step generator (SPEC §4). Each script loops over the five folds and writes
+    # OUT/<stage>/fold{K}/; --resume skips finished folds and continues an interrupted one.
+    Stage(
+        name="vae_image",
+        script="train_vae.py",
+        outputs=(f"{MODELS_DIR}/vae_image",),
+        args=_train_vae_args("image"),
+        deps=("slices",),
+        preflight=check_pretrained_weights,
+    ),
+    Stage(
+        name="vae_mask",
+        script="train_vae.py",
+        outputs=(f"{MODELS_DIR}/vae_mask",),
+        args=_train_vae_args("mask"),
+        deps=("slices",),
+    ),
+    Stage(
+        name="ldm_mask",
+        script="train_ldm.py",
+        outputs=(f"{MODELS_DIR}/ldm_mask",),
+        args=_train_ldm_args("mask", "vae_mask"),
+        deps=("slices", "vae_mask"),
+    ),
+    Stage(
+        name="ldm_ius",
+        script="train_ldm.py",
+        outputs=(f"{MODELS_DIR}/ldm_ius",),
+        args=_train_ldm_args("ius", "vae_image"),
+        deps=("slices", "vae_image"),
+    ),
+    Stage(
+        name="sample",
+        script="sample.py",
+        outputs=(SAMPLES_DIR,),
+        args=_sample_args,
+        deps=("slices", "vae_mask", "ldm_mask", "vae_image", "ldm_ius"),
     ),
 ]

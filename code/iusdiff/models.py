@@ -1,0 +1,308 @@
+"""Model builders of the two-step generator (paper §3.1, SPEC §4), all diffusers models.
+
+* Autoencoders: ``AutoencoderKL``. The paper profile finetunes SD-1.5's VAE; SD's VAE is RGB,
+  our data are grayscale, so its first and last convolutions are folded to one channel
+  (:func:`fold_vae_channels`) in a way that leaves its behaviour on gray images unchanged.
+* Mask generator: an unconditional ``UNet2DModel`` on mask latents. The authors ran an
+  SD-shaped ``UNet2DConditionModel`` with a constant empty-text input; with a constant text
+  input cross-attention reduces to a learned per-block bias, so the native unconditional UNet
+  is the same model family without the text-encoder dependency.
+* iUS generator: a mask embedding (seven 3×3 convolutions, :class:`MaskEmbedding`) concatenated
+  with the noisy latent in front of a ``UNet2DConditionModel`` whose ``conv_in`` is widened
+  (:func:`widen_conv_in`); text conditioning is one fixed empty-prompt embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, UNet2DModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from iusdiff.errors import InputError
+
+UNET_DIR, EMBEDDING_DIR, SCHEDULER_DIR, TEXT_FILE = "unet", "mask_embedding", "scheduler", "text_embedding.safetensors"
+
+
+# ---------------------------------------------------------------------------------------------
+# Text conditioning
+
+
+def empty_prompt_embedding(root: Path) -> torch.Tensor:
+    """SD's CLIP embedding of the empty prompt, (1, 77, 768); computed once per training."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True)
+    encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", local_files_only=True).eval()
+    ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return encoder(ids)[0].float()
+
+
+def zero_text_embedding(tokens: int, dim: int) -> torch.Tensor:
+    """The default/smoke profiles' fixed text input: no text encoder, zeros (1, tokens, dim)."""
+    return torch.zeros(1, tokens, dim)
+
+
+# ---------------------------------------------------------------------------------------------
+# Autoencoders
+
+
+def vae_factor(vae: AutoencoderKL) -> int:
+    """Spatial downsampling of an AutoencoderKL: one halving per block but the last."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def build_vae(cfg: dict, channels: int, size: int) -> AutoencoderKL:
+    """A from-scratch AutoencoderKL for ``channels``-channel data (default/smoke, mask VAE)."""
+    levels = len(cfg["block_out_channels"])
+    return AutoencoderKL(
+        in_channels=channels,
+        out_channels=channels,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(cfg["block_out_channels"]),
+        layers_per_block=cfg["layers_per_block"],
+        latent_channels=cfg.get("latent_channels", 4),
+        norm_num_groups=cfg["norm_num_groups"],
+        sample_size=size,
+    )
+
+
+def fold_vae_channels(vae: AutoencoderKL, channels: int) -> AutoencoderKL:
+    """Adapt an RGB VAE to ``channels`` inputs/outputs without changing it on gray images.
+
+    Encoder: a gray image replicated to RGB gives the same activations as the gray image
+    convolved with the sum of the three input filters, so channel 0 gets that sum. Decoder:
+    channel 0 outputs the mean of the RGB outputs. Extra channels (the joint image+mask VAE
+    of the one-step baseline) start as zero inputs and as copies of that mean output.
+    """
+    enc, dec = vae.encoder.conv_in, vae.decoder.conv_out
+    new_in = nn.Conv2d(channels, enc.out_channels, enc.kernel_size, enc.stride, enc.padding)
+    new_out = nn.Conv2d(dec.in_channels, channels, dec.kernel_size, dec.stride, dec.padding)
+    with torch.no_grad():
+        new_in.weight.zero_()
+        new_in.weight[:, :1] = enc.weight.sum(dim=1, keepdim=True)
+        new_in.bias.copy_(enc.bias)
+        new_out.weight.copy_(dec.weight.mean(dim=0, keepdim=True).expand_as(new_out.weight))
+        new_out.bias.fill_(float(dec.bias.mean()))
+    vae.encoder.conv_in, vae.decoder.conv_out = new_in, new_out
+    vae.register_to_config(in_channels=channels, out_channels=channels)
+    return vae
+
+
+def load_pretrained_vae(root: Path, channels: int) -> AutoencoderKL:
+    vae = AutoencoderKL.from_pretrained(root, subfolder="vae", local_files_only=True)
+    return fold_vae_channels(vae, channels) if vae.config.in_channels != channels else vae
+
+
+def latent_stats(vae: AutoencoderKL, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, std) that normalise a VAE's latents: the ``latents_mean/std`` of its
+    config when set (VAEs trained here), else (0, 1/scaling_factor) (SD's VAE)."""
+    cfg = vae.config
+    if cfg.latents_mean is not None:
+        mean = torch.tensor(cfg.latents_mean).view(1, -1, 1, 1)
+        std = torch.tensor(cfg.latents_std).view(1, -1, 1, 1) / cfg.scaling_factor
+    else:
+        mean, std = torch.zeros(1, 1, 1, 1), torch.full((1, 1, 1, 1), 1.0 / cfg.scaling_factor)
+    return mean.to(like.device, like.dtype), std.to(like.device, like.dtype)
+
+
+def normalise_latents(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
+    mean, std = latent_stats(vae, z)
+    return (z - mean) / std
+
+
+def encode_latents(vae: AutoencoderKL, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """x -> normalised latents; a sample of the posterior when a generator is given, else its mode."""
+    dist = vae.encode(x).latent_dist
+    return normalise_latents(vae, dist.sample(generator=generator) if generator is not None else dist.mode())
+
+
+def decode_latents(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
+    mean, std = latent_stats(vae, z)
+    return vae.decode(z * std + mean).sample
+
+
+# ---------------------------------------------------------------------------------------------
+# Noise schedule
+
+
+def noise_scheduler(cfg: dict) -> DDPMScheduler:
+    """The training schedule: linear betas, T steps, epsilon prediction, no clipping."""
+    return DDPMScheduler(
+        num_train_timesteps=cfg["timesteps"],
+        beta_start=cfg["beta_start"],
+        beta_end=cfg["beta_end"],
+        beta_schedule="linear",
+        clip_sample=False,
+        prediction_type="epsilon",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask generator
+
+
+def _block_types(attention: list[bool], plain: str, attn: str) -> tuple[str, ...]:
+    return tuple(attn if a else plain for a in attention)
+
+
+def build_mask_unet(cfg: dict, latent_size: int, latent_channels: int) -> UNet2DModel:
+    """Unconditional UNet2DModel on mask latents (from scratch in every profile)."""
+    attention = list(cfg["attention"])
+    return UNet2DModel(
+        sample_size=latent_size,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        block_out_channels=tuple(cfg["block_out_channels"]),
+        layers_per_block=cfg["layers_per_block"],
+        down_block_types=_block_types(attention, "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=_block_types(attention[::-1], "UpBlock2D", "AttnUpBlock2D"),
+        attention_head_dim=cfg["attention_head_dim"],
+        norm_num_groups=cfg["norm_num_groups"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# iUS generator
+
+
+STRIDE2_LAYERS = (2, 4, 5)  # which of the seven convolutions halve the resolution
+
+
+class MaskEmbedding(ModelMixin, ConfigMixin):
+    """Mask -> latent-resolution features: seven 3×3 convolutions, SiLU between them.
+
+    ``downsample`` of them have stride 2 (3 for SD's ×8 VAE, 2 for a ×4 VAE); the seventh is
+    zero-initialised, so a fresh embedding adds nothing and a pretrained UNet starts from its
+    own behaviour. Dropped conditions (classifier-free guidance) are replaced by ``null``, a
+    learned map that is not the embedding of any mask, in particular not of the empty mask,
+    which means "no tumour". ``null`` starts random rather than zero: with a zero-initialised
+    last layer and zero-initialised ``conv_in`` columns (the pretrained widening), a zero null
+    would leave every gradient into the new channels at exactly zero and the condition could
+    never be learned.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: tuple[int, ...] = (16, 32, 96, 256),
+        out_channels: int = 4,
+        downsample: int = 3,
+    ) -> None:
+        super().__init__()
+        if not 0 <= downsample <= len(STRIDE2_LAYERS):
+            raise InputError(f"mask embedding: downsample must be 0..{len(STRIDE2_LAYERS)}, got {downsample}")
+        c0, c1, c2, c3 = channels
+        plan = [(in_channels, c0), (c0, c0), (c0, c1), (c1, c1), (c1, c2), (c2, c3)]
+        strided = STRIDE2_LAYERS[:downsample]
+        self.layers = nn.ModuleList(
+            nn.Conv2d(a, b, 3, stride=2 if i in strided else 1, padding=1) for i, (a, b) in enumerate(plan)
+        )
+        self.conv_out = nn.Conv2d(c3, out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+        self.null = nn.Parameter(torch.randn(1, out_channels, 1, 1))
+
+    def forward(self, masks: torch.Tensor) -> torch.Tensor:
+        x = masks
+        for layer in self.layers:
+            x = nn.functional.silu(layer(x))
+        return self.conv_out(x)
+
+    def condition(self, masks: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        """Embedding of each mask, or the null condition where ``drop`` is True."""
+        features = self(masks)
+        return torch.where(drop.view(-1, 1, 1, 1), self.null.to(features.dtype).expand_as(features), features)
+
+    def null_condition(self, batch: int, height: int, width: int) -> torch.Tensor:
+        return self.null.expand(batch, -1, height, width)
+
+
+def widen_conv_in(unet: UNet2DConditionModel, in_channels: int) -> UNet2DConditionModel:
+    """Give ``conv_in`` more input channels; pretrained weight AND bias kept, new columns zero.
+
+    Because the new columns are zero, the widened UNet computes exactly what the pretrained one
+    did, whatever the extra inputs hold; training then learns how to use them.
+    """
+    old = unet.conv_in
+    if in_channels < old.in_channels:
+        raise ValueError(f"conv_in has {old.in_channels} inputs; cannot narrow it to {in_channels}")
+    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, : old.in_channels] = old.weight
+        new.bias.copy_(old.bias)
+    unet.conv_in = new.to(old.weight.device, old.weight.dtype)
+    unet.register_to_config(in_channels=in_channels)
+    return unet
+
+
+def build_ius_unet(cfg: dict, latent_size: int, latent_channels: int, extra: int, pretrained: Path | None) -> UNet2DConditionModel:
+    """SD-1.5's UNet widened by ``extra`` channels (paper), or a small SD-shaped one from scratch.
+
+    From scratch there are no pretrained weights to protect, so conv_in is built at full
+    width with its default initialisation rather than widened with zero columns.
+    """
+    if pretrained is not None:
+        unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", local_files_only=True)
+        return widen_conv_in(unet, unet.config.in_channels + extra)
+    attention = list(cfg["attention"])
+    return UNet2DConditionModel(
+        sample_size=latent_size,
+        in_channels=latent_channels + extra,
+        out_channels=latent_channels,
+        block_out_channels=tuple(cfg["block_out_channels"]),
+        layers_per_block=cfg["layers_per_block"],
+        down_block_types=_block_types(attention, "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=_block_types(attention[::-1], "UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cfg["cross_attention_dim"],
+        attention_head_dim=cfg["attention_head_dim"],
+        norm_num_groups=cfg["norm_num_groups"],
+    )
+
+
+class MaskConditionedUNet(nn.Module):
+    """The proposed iUS denoiser: eps(z_t, t, c(mask)) with c = MaskEmbedding, or the null."""
+
+    def __init__(self, unet: UNet2DConditionModel, embedding: MaskEmbedding, text: torch.Tensor) -> None:
+        super().__init__()
+        self.unet = unet
+        self.embedding = embedding
+        self.register_buffer("text", text, persistent=False)
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, masks: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        condition = self.embedding.condition(masks, drop)
+        return self.predict(noisy, timesteps, condition)
+
+    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """Noise prediction for already-embedded conditions (lets sampling embed masks once)."""
+        text = self.text.to(noisy.dtype).expand(noisy.shape[0], -1, -1)
+        x = torch.cat([noisy, condition.to(noisy.dtype)], dim=1)
+        return self.unet(x, timesteps, encoder_hidden_states=text).sample
+
+    def save(self, folder: Path) -> None:
+        self.unet.save_pretrained(folder / UNET_DIR)
+        self.embedding.save_pretrained(folder / EMBEDDING_DIR)
+        save_file({"text": self.text.contiguous().cpu()}, folder / TEXT_FILE)
+
+    @classmethod
+    def load(cls, folder: Path) -> MaskConditionedUNet:
+        unet = UNet2DConditionModel.from_pretrained(folder / UNET_DIR)
+        embedding = MaskEmbedding.from_pretrained(folder / EMBEDDING_DIR)
+        return cls(unet, embedding, load_file(folder / TEXT_FILE)["text"])
+
+
+def downsample_steps(factor: int) -> int:
+    """Stride-2 layers the mask embedding needs to reach a VAE's latent resolution."""
+    steps = int(round(math.log2(factor)))
+    if 2**steps != factor:
+        raise InputError(f"VAE downsampling factor {factor} is not a power of two")
+    return steps

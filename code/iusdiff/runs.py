@@ -1,0 +1,91 @@
+"""Plumbing shared by the generator scripts: folds, profile settings, run identity, skipping.
+
+A training or sampling script loops over folds and writes ``OUT/fold{K}/``. A fold is skipped
+under ``--resume`` when its ``options.json`` records the same run key, i.e. the same settings,
+training data and code; an interrupted fold resumes from its latest checkpoint instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import iusdiff
+from iusdiff.cli import parse_cases
+from iusdiff.config import load_profile
+from iusdiff.errors import InputError
+from iusdiff.io import sha256_file
+from iusdiff.pipeline import code_digest
+from iusdiff.slices import SliceDataset
+
+OPTIONS = "options.json"
+
+
+def folds_argument(value: str) -> list[int]:
+    """'3', '1,2' or '1-5' -> fold numbers."""
+    try:
+        folds = parse_cases(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid fold list {value!r} (use e.g. '1', '1,3' or '1-5')") from None
+    if not folds:
+        raise argparse.ArgumentTypeError("empty fold list")
+    return folds
+
+
+def dataset_folds(dataset: SliceDataset, requested: list[int] | None) -> list[int]:
+    """The requested folds (all of the splits' folds by default), each checked to exist."""
+    available = [entry["fold"] for entry in dataset.splits["folds"]]
+    folds = requested or available
+    missing = [f for f in folds if f not in available]
+    if missing:
+        raise InputError(f"{dataset.root / 'splits.json'}: no fold {missing[0]} (folds: {available})")
+    return folds
+
+
+def settings(profile_name: str, section: str, overrides: dict) -> dict:
+    """A profile's ``[<profile>.<section>]`` table with the CLI's non-None overrides applied."""
+    profile = load_profile(profile_name)
+    if section not in profile:
+        raise InputError(f"profile '{profile_name}' has no [{profile_name}.{section}] settings")
+    merged = dict(profile[section])
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return merged
+
+
+def training_settings(cfg: dict) -> dict:
+    """The settings that shape a trained model (checkpoint frequency and retention do not)."""
+    return {k: v for k, v in cfg.items() if k not in ("checkpointing_steps", "keep_checkpoints")}
+
+
+def data_digest(dataset: SliceDataset, fold: int) -> dict[str, list[str]]:
+    """Content identity of a fold's training and validation slices (their recorded sha256)."""
+    return {
+        part: [f"{r.image_sha256}:{r.mask_sha256}" for r in dataset.select(fold, part)] for part in ("train", "val")
+    }
+
+
+def script_digest(script: str) -> str:
+    """sha256 of a script and every iusdiff module it imports, as the stage runner computes it."""
+    package = Path(iusdiff.__file__).resolve().parent
+    return code_digest(Path(script).resolve(), package)
+
+
+def folder_digest(folder: Path) -> str:
+    """sha256 over a folder's files (relative names and contents): a trained model's identity."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def completed(fold_dir: Path, key: str) -> bool:
+    """Whether ``fold_dir`` holds the finished result of the run identified by ``key``."""
+    path = fold_dir / OPTIONS
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("run_key") == key
+    except json.JSONDecodeError:
+        return False

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Train the autoencoder (AutoencoderKL) of iUS images, tumour masks, or both stacked, per fold.
+
+    python code/train_vae.py --kind {image,mask,joint} --slices DIR --out DIR --profile P
+                             [--fold 1-5] [--pretrained SD_DIR] [--resume] [--steps N]
+
+Writes OUT/fold{K}/model/ (diffusers save_pretrained; the best checkpoint by validation MSE,
+with the latent shift and scale the LDM uses), checkpoints/ (resume), log.csv, validation.csv
+and options.json (resolved settings, whether the perceptual term was on). Settings come from
+[<profile>.vae_<kind>] in iusdiff/profiles.toml; the options given here override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from diffusers import AutoencoderKL
+
+from iusdiff.cli import run, save_options
+from iusdiff.data import Augmentation, image_tensor, load_fold, mask_tensor, seed_for
+from iusdiff.errors import InputError
+from iusdiff.io import atomic_dir
+from iusdiff.losses import perceptual_loss
+from iusdiff.models import build_vae, load_pretrained_vae
+from iusdiff.runs import (
+    OPTIONS,
+    completed,
+    data_digest,
+    dataset_folds,
+    folds_argument,
+    script_digest,
+    settings,
+    training_settings,
+)
+from iusdiff.slices import load_dataset
+from iusdiff.tasks import KINDS, PairedBatches, VaeTask, resolve_steps, set_latent_scaling, vae_channels, vae_inputs
+from iusdiff.training import MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
+from iusdiff.weights import check_pretrained
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=KINDS, required=True, help="what the autoencoder reconstructs")
+    parser.add_argument("--slices", type=Path, required=True, help="prepared slices folder (prepare_data.py)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder; one fold{K}/ per fold")
+    parser.add_argument("--profile", required=True, help="settings profile (smoke, default, paper)")
+    parser.add_argument("--fold", type=folds_argument, help="folds to train, e.g. 1 or 1-5 (default: all)")
+    parser.add_argument("--pretrained", help="SD-1.5 diffusers folder or cached Hub id (profiles that finetune SD's VAE)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint; skip finished folds")
+    parser.add_argument("--steps", type=int, help="optimisation steps (overrides the profile's steps/epochs)")
+    parser.add_argument("--checkpointing_steps", type=int, help="save a resumable checkpoint every N steps")
+    parser.add_argument("--seed", type=int, help="base seed (per-fold seeds derive from it)")
+    return parser.parse_args(argv)
+
+
+def build_model(cfg: dict, kind: str, size: int, pretrained: str | None) -> AutoencoderKL:
+    if cfg["pretrained"]:
+        if pretrained is None:
+            raise InputError("these settings finetune SD-1.5's VAE: pass --pretrained DIR")
+        return load_pretrained_vae(check_pretrained(pretrained, ("vae",)), vae_channels(kind))
+    return build_vae(cfg, vae_channels(kind), size)
+
+
+def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
+    fold_dir = args.out / f"fold{fold}"
+    identity = {"kind": args.kind, "fold": fold, "pretrained": args.pretrained}
+    key = run_key(identity, training_settings(cfg), data_digest(dataset, fold), script_digest(__file__))
+    if args.resume and completed(fold_dir, key):
+        print(f"vae_{args.kind} fold {fold}: up to date")
+        return
+    seed = seed_for(cfg["seed"], fold)
+    set_determinism(seed)
+    accelerator = make_accelerator(cfg["mixed_precision"])
+    train_data, val_data = load_fold(dataset, fold, "train"), load_fold(dataset, fold, "val")
+    vae = build_model(cfg, args.kind, size, args.pretrained)
+    perceptual, note = perceptual_loss(cfg["perceptual_weight"])
+    print(f"vae_{args.kind} fold {fold}: {note}")
+    aug = Augmentation.from_profile(cfg["augmentation"]) if cfg["augment"] else None
+    batches = PairedBatches(train_data, aug, cfg["batch_size"], seed, accelerator)
+    task = VaeTask(args.kind, vae, batches, val_data, cfg, perceptual, accelerator)
+    loop = LoopConfig(
+        steps=resolve_steps(cfg, len(train_data), accelerator.num_processes),
+        validation_steps=cfg["validation_steps"],
+        checkpointing_steps=cfg["checkpointing_steps"],
+        keep_checkpoints=cfg["keep_checkpoints"],
+        warmup_steps=cfg["warmup_steps"],
+        lr_schedule=cfg["lr_schedule"],
+    )
+    state = train(task, loop, fold_dir, key, accelerator, args.resume, desc=f"vae_{args.kind} fold {fold}")
+    scaling = finalise(fold_dir / MODEL_DIR, cfg, args.kind, train_data, accelerator.device)
+    if accelerator.is_main_process:
+        save_options(
+            fold_dir / OPTIONS,
+            args,
+            fold=fold,
+            settings=cfg,
+            steps=loop.steps,
+            run_key=key,
+            perceptual=note,
+            best_step=state.best_step,
+            best_validation_mse=state.best,
+            latent_statistics=scaling,
+        )
+
+
+def finalise(model_dir: Path, cfg: dict, kind: str, data, device) -> dict | None:
+    """Record the latent statistics of a from-scratch VAE in its config (SD's VAE keeps its scale)."""
+    if cfg["pretrained"]:
+        return None
+    vae = AutoencoderKL.from_pretrained(model_dir).to(device)
+    stats = set_latent_scaling(vae, vae_inputs(kind, image_tensor(data.images), mask_tensor(data.masks)), device)
+    with atomic_dir(model_dir) as tmp:
+        vae.save_pretrained(tmp)
+    return stats
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    overrides = {"steps": args.steps, "checkpointing_steps": args.checkpointing_steps, "seed": args.seed}
+    cfg = settings(args.profile, f"vae_{args.kind}", overrides)
+    if args.steps is not None:
+        cfg.pop("epochs", None)
+    cfg["augmentation"] = settings(args.profile, "augmentation", {})
+    dataset = load_dataset(args.slices)
+    size = dataset.image(dataset.records[0]).shape[0]
+    for fold in dataset_folds(dataset, args.fold):
+        train_fold(args, cfg, dataset, fold, size)
+    print(f"train_vae: {args.kind} autoencoders -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

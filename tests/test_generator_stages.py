@@ -1,0 +1,46 @@
+"""The generator's stages: wiring per profile, and the paper profile's weight check up front."""
+
+from __future__ import annotations
+
+import pytest
+
+from iusdiff.config import load_profile
+from iusdiff.errors import InputError
+from iusdiff.pipeline import Context
+from iusdiff.stages import GENERATOR_STAGES, STAGES, check_pretrained_weights
+
+from test_generator_models import sd_folder
+
+
+def context(profile: str, repo) -> Context:
+    return Context(profile=load_profile(profile), out=repo / "out", repo=repo, resect_root="r", seg_root="s")
+
+
+def stage(name: str):
+    return next(s for s in STAGES if s.name == name)
+
+
+def test_every_generator_stage_runs_for_every_profile(tmp_path):
+    for profile in ("smoke", "default", "paper"):
+        ctx = context(profile, tmp_path)
+        for name in GENERATOR_STAGES:
+            assert stage(name).enabled(ctx)
+            argv = [str(a) for a in stage(name).args(ctx)]
+            assert "--resume" in argv and argv[argv.index("--profile") + 1] == profile
+
+
+def test_paper_profile_names_missing_sd_weights_before_any_work(tmp_path):
+    with pytest.raises(InputError, match=r"needs Stable Diffusion 1\.5.*weights/stable-diffusion-v1-5"):
+        check_pretrained_weights(context("paper", tmp_path))
+    check_pretrained_weights(context("default", tmp_path))  # nothing pretrained: nothing to check
+
+
+def test_paper_profile_passes_the_sd_folder_to_the_finetuned_models(tmp_path):
+    sd_folder(tmp_path / "weights" / "stable-diffusion-v1-5")
+    ctx = context("paper", tmp_path)
+    with pytest.raises(InputError, match="text_encoder: missing"):  # vae/ and unet/ alone are not enough
+        check_pretrained_weights(ctx)
+    expected = str(tmp_path / "weights" / "stable-diffusion-v1-5")
+    for name, pretrained in (("vae_image", True), ("vae_mask", False), ("ldm_mask", False), ("ldm_ius", True)):
+        argv = stage(name).args(ctx)
+        assert (argv[argv.index("--pretrained") + 1] == expected) if pretrained else "--pretrained" not in argv

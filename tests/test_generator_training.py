@@ -1,0 +1,114 @@
+"""The training loop: an interrupted run resumes into the loss sequence of an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from iusdiff.data import Augmentation, FoldData
+from iusdiff.models import MaskConditionedUNet, MaskEmbedding, build_ius_unet, build_vae, noise_scheduler, zero_text_embedding
+from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, VaeTask, validation_latents
+from iusdiff.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
+
+LOOP = LoopConfig(steps=6, validation_steps=2, checkpointing_steps=2, keep_checkpoints=1, warmup_steps=2, lr_schedule="cosine")
+VAE_CFG = {
+    "block_out_channels": [4, 4], "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 4, "lr": 1e-3,
+    "kl_weight": 1e-6, "perceptual_weight": 0.0, "adversarial_weight": 0.5, "disc_start": 3, "disc_channels": 4,
+    "disc_layers": 2, "disc_lr": 1e-4,
+}
+LDM_CFG = {"lr": 1e-3, "uncond_prob": 0.5, "validation_repeats": 1, "ema_decay": 0.9}
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAt:
+    """A real task that is stopped (like Ctrl-C) when it reaches ``step``."""
+
+    def __init__(self, task, step: int) -> None:
+        self.task, self.step = task, step
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        if step == self.step:
+            raise Interrupted
+        return self.task.train_step(step)
+
+
+def fold_data(n: int, seed: int, size: int = 32) -> FoldData:
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        r, c = rng.integers(4, size - 12, 2)
+        masks[i, r : r + 8, c : c + 6] = 1
+    images = (rng.integers(0, 120, (n, size, size)) + 100 * masks).astype(np.uint8)
+    return FoldData(images=images, masks=masks, records=tuple(range(n)))
+
+
+def vae_task(kind: str = "image") -> VaeTask:
+    set_determinism(0)
+    acc = make_accelerator("no")
+    batches = PairedBatches(fold_data(12, 0), Augmentation(), 4, seed=5, accelerator=acc)
+    return VaeTask(kind, build_vae(VAE_CFG, 1, 32), batches, fold_data(4, 1), VAE_CFG, None, acc)
+
+
+def ius_task() -> LdmTask:
+    set_determinism(0)
+    acc = make_accelerator("no")
+    vae = build_vae(VAE_CFG, 1, 32).requires_grad_(False).eval()
+    batches = PairedBatches(fold_data(12, 0), Augmentation(), 4, seed=5, accelerator=acc)
+    unet_cfg = {"block_out_channels": [4, 4], "layers_per_block": 1, "attention": [False, True], "attention_head_dim": 4,
+                "norm_num_groups": 4, "cross_attention_dim": 4}
+
+    unet = build_ius_unet(unet_cfg, 16, 4, extra=4, pretrained=None)
+    model = MaskConditionedUNet(unet, MaskEmbedding(channels=(4, 4, 4, 4), out_channels=4, downsample=1), zero_text_embedding(1, 4))
+    scheduler = noise_scheduler({"timesteps": 1000, "beta_start": 0.001, "beta_end": 0.02})
+    source = LatentSource(batches, vae, "image", copies=0, sample=True, device=acc.device)
+    z, masks = validation_latents(vae, "image", fold_data(4, 1), acc.device)
+    return LdmTask(model, source, scheduler, z, masks, LDM_CFG, acc, lambda m, folder: m.save(folder))
+
+
+def run(task, out, resume: bool = False):
+    return train(task, LOOP, out, run_key("test"), task.acc, resume, desc="test", log=lambda _: None)
+
+
+@pytest.mark.parametrize("make", [vae_task, ius_task], ids=["vae-with-gan", "ius-ldm-with-ema-and-cfg-dropout"])
+def test_interrupted_training_resumes_into_the_same_loss_sequence(tmp_path, make):
+    straight = run(make(), tmp_path / "straight")
+    with pytest.raises(Interrupted):
+        run(InterruptAt(make(), 5), tmp_path / "resumed")  # dies after the step-4 checkpoint
+    assert [p.name for p in (tmp_path / "resumed" / CHECKPOINTS).iterdir()] == ["step-0000004"]
+    resumed = run(make(), tmp_path / "resumed", resume=True)
+    assert resumed.history == straight.history  # bitwise: same batches, noise, dropout, optimizer state
+    assert resumed.validation == straight.validation and resumed.best_step == straight.best_step
+    for a, b in zip(sorted((tmp_path / "straight" / MODEL_DIR).rglob("*.safetensors")),
+                    sorted((tmp_path / "resumed" / MODEL_DIR).rglob("*.safetensors"))):
+        assert load_file(a).keys() == load_file(b).keys()
+        assert all(torch.equal(load_file(a)[k], load_file(b)[k]) for k in load_file(a))
+
+
+def test_gan_and_ema_paths_are_exercised(tmp_path):
+    state = run(vae_task(), tmp_path / "vae")
+    assert "g_adv" not in state.history[2] and "g_adv" in state.history[3]  # disc_start = 3
+    assert (tmp_path / "vae" / "log.csv").read_text().splitlines()[0].startswith("step,loss,mse,kl")
+    task = ius_task()
+    run(task, tmp_path / "ius")
+    trained = dict(task.acc.unwrap_model(task.model).named_parameters())
+    assert any(not torch.equal(p, trained[name]) for name, p in task.ema.named_parameters())
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
+    run(vae_task(), tmp_path / "a")
+    state_file = tmp_path / "a" / CHECKPOINTS / "step-0000006" / "state.json"
+    assert json.loads(state_file.read_text())["run_key"] == run_key("test")
+    messages = []
+    task = vae_task()
+    train(task, LOOP, tmp_path / "a", run_key("other"), task.acc, True, desc="test", log=messages.append)
+    assert any("different run" in m for m in messages)
