@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import platform
 import sys
 import time
@@ -38,6 +38,7 @@ def parse_args(argv):
     parser.add_argument("--force", nargs="+", default=[], metavar="STAGE", help="rerun these stages even if up to date")
     parser.add_argument("--fold", type=int, choices=FOLDS, help="run only the shared data stages and this fold's work")
     parser.add_argument("--stage", help="run only this stage (all its folds, or --fold's)")
+    parser.add_argument("--jobs", type=int, help="fold instances of a stage run side by side (default: CPU cores / the profile's threads; 1 without pinned threads)")
     parser.add_argument("--verify", action="store_true", help="only re-check OUT/checksums.sha256 and name changed files")
     parser.add_argument("--publish", action="store_true", help="copy OUT/tables and OUT/figures into the repository's tables/ and figures/")
     parser.add_argument("--list", action="store_true", help="list the profile's stages and exit")
@@ -54,6 +55,13 @@ def resolve_roots(args, profile) -> tuple[str, str]:
     if args.seg_root:
         seg = str(args.seg_root.resolve())
     return resect, seg
+
+
+def default_jobs(profile: dict) -> int:
+    """CPU profiles pin each stage to ``threads`` threads, so their folds can share the cores;
+    GPU profiles run one stage at a time."""
+    threads = profile.get("threads")
+    return max(1, (os.cpu_count() or 1) // threads) if threads else 1
 
 
 def main(argv=None) -> int:
@@ -76,7 +84,8 @@ def main(argv=None) -> int:
     print(f"run_all: profile '{args.profile}' -> {out}\n         {provenance(profile)}")
     started = time.monotonic()
     try:
-        summary = run_pipeline(ctx, STAGES, force=args.force, folds=FOLDS, fold=args.fold, only=args.stage)
+        jobs = args.jobs or default_jobs(profile)
+        summary = run_pipeline(ctx, STAGES, force=args.force, folds=FOLDS, fold=args.fold, only=args.stage, jobs=jobs)
     except StageFailed as exc:
         print(f"run_all: {exc}; finished stages are kept, rerun to continue", file=sys.stderr)
         return exc.code
@@ -90,6 +99,7 @@ def main(argv=None) -> int:
             "seg_root": seg,
             "iusdiff_version": __version__,
             "python": platform.python_version(),
+            "jobs": jobs,
             "stage_seconds": summary.seconds,
             "total_seconds": round(total, 2),
         },

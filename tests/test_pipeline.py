@@ -194,6 +194,46 @@ def test_fold_jobs_in_parallel_processes_merge_to_the_single_process_manifest(tm
     assert (split / MANIFEST).read_text() == (tmp_path / "single" / MANIFEST).read_text()
 
 
+def test_concurrent_stages_give_the_sequential_manifest(tmp_path):
+    script = tmp_path / "toy.py"
+    script.write_text(FOLD_TOY)
+    manifests = []
+    for jobs in (1, 2):
+        ctx = Context(profile={"name": "toy", "threads": 1}, out=tmp_path / f"jobs{jobs}", repo=tmp_path, resect_root="", seg_root="")
+        summary = run_pipeline(ctx, fold_stages(script), log=lambda line: None, folds=(1, 2), jobs=jobs)
+        assert sorted(summary.ran) == ["data", "sample@fold1", "sample@fold2", "tables", "train@fold1", "train@fold2"]
+        manifests.append((ctx.out / MANIFEST).read_text())
+    assert manifests[0] == manifests[1]
+
+
+def test_ready_stages_start_in_order_and_a_failure_stops_new_work():
+    from iusdiff.pipeline import run_when_ready
+
+    stages = [Stage(n, "x.py", (), lambda ctx: [], deps=d) for n, d in (("a", ()), ("b", ("a",)), ("c", ("a",)), ("d", ("b", "c")))]
+    order: list[str] = []
+    run_when_ready(stages, lambda s: order.append(s.name), jobs=1)
+    assert order == ["a", "b", "c", "d"]
+    order.clear()
+    run_when_ready(stages, lambda s: order.append(s.name), jobs=2)
+    assert order[0] == "a" and order[-1] == "d" and set(order) == {"a", "b", "c", "d"}
+
+    def fail_b(stage):
+        if stage.name == "b":
+            raise RuntimeError("b failed")
+        order.append(stage.name)
+
+    order.clear()
+    with pytest.raises(RuntimeError, match="b failed"):
+        run_when_ready(stages, fail_b, jobs=1)
+    assert order == ["a"]  # nothing started after the failure
+
+
+def test_pinned_threads_reach_the_stage_scripts(tmp_path):
+    from iusdiff.pipeline import script_env
+
+    assert script_env(tmp_path, 1)["OMP_NUM_THREADS"] == "1" and script_env(tmp_path, 3)["MKL_NUM_THREADS"] == "3"
+
+
 def test_single_stage_needs_its_inputs_first(tmp_path):
     script = tmp_path / "toy.py"
     script.write_text(FOLD_TOY)

@@ -17,6 +17,7 @@ to OUT) is rebuilt from those records after every stage.
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -212,9 +213,16 @@ def fingerprint(stage: Stage, argv: list[str], dep_records: dict[str, dict[str, 
 # Running
 
 
-def script_env(repo: Path) -> dict[str, str]:
-    """Environment for stage scripts: the package importable, deterministic hashing and plots."""
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def script_env(repo: Path, threads: int | None = None) -> dict[str, str]:
+    """Environment for stage scripts: the package importable, deterministic hashing and plots,
+    and, when the profile pins it, the CPU thread count (float reductions, hence trained
+    weights, depend on it; a pinned count makes the checksums independent of the machine's)."""
     env = dict(os.environ)
+    if threads is not None:
+        env.update({name: str(threads) for name in THREAD_VARIABLES})
     code = str(repo / "code")
     env["PYTHONPATH"] = code + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONHASHSEED", "0")
@@ -232,11 +240,15 @@ def stage_command(stage: Stage, script: Path, argv: list[str], environ: dict[str
     return [*(launcher or [sys.executable]), str(script), *argv]
 
 
-def run_stage(stage: Stage, ctx: Context, argv: list[str]) -> None:
-    env = script_env(ctx.repo)
-    result = subprocess.run(stage_command(stage, script_path(stage, ctx.repo), argv, env), cwd=ctx.out, env=env)
-    if result.returncode != 0:
-        raise StageFailed(stage.name, result.returncode)
+def run_stage(stage: Stage, ctx: Context, argv: list[str]) -> float:
+    """Run a stage's script; returns its peak resident memory in MiB (for bench/stages.py)."""
+    env = script_env(ctx.repo, ctx.profile.get("threads"))
+    with subprocess.Popen(stage_command(stage, script_path(stage, ctx.repo), argv, env), cwd=ctx.out, env=env) as process:
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise StageFailed(stage.name, process.returncode)
+    return usage.ru_maxrss / 1024  # Linux reports KiB
 
 
 @dataclass
@@ -293,6 +305,37 @@ def select(stages: Sequence[Stage], fold: int | None, only: str | None) -> list[
     return chosen
 
 
+def run_when_ready(stages: Sequence[Stage], run_one: Callable[[Stage], None], jobs: int) -> None:
+    """Run each stage once the stages it reads (among ``stages``) have finished, up to ``jobs``
+    at a time, in list order among the ready ones (``jobs`` = 1: exactly the list order).
+
+    After a failure nothing new starts; the first error is raised once every running stage has
+    finished, so no output is left half-written.
+    """
+    names = {s.name for s in stages}
+    pending, running, done = list(stages), {}, set()
+    failure: BaseException | None = None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        while pending or running:
+            for stage in list(pending) if failure is None else []:
+                if len(running) >= max(1, jobs):
+                    break
+                if all(d in done or d not in names for d in stage.deps):
+                    pending.remove(stage)
+                    running[pool.submit(run_one, stage)] = stage
+            if not running:
+                break
+            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                stage = running.pop(future)
+                if future.exception() is not None:
+                    failure = failure or future.exception()
+                else:
+                    done.add(stage.name)
+    if failure is not None:
+        raise failure
+
+
 @contextlib.contextmanager
 def _locked(out: Path, name: str) -> Iterator[None]:
     """Serialise work on one stage across processes (fold jobs sharing an output folder)."""
@@ -314,7 +357,7 @@ def _up_to_date(ctx: Context, stage: Stage, fp: str, force: Sequence[str]) -> di
 
 def _execute(ctx: Context, stage: Stage, argv: list[str], fp: str) -> dict[str, Any]:
     started = time.monotonic()
-    run_stage(stage, ctx, argv)
+    peak_mib = run_stage(stage, ctx, argv)
     seconds = time.monotonic() - started
     absent = [o for o in (*stage.outputs, *stage.volatile) if not (ctx.out / o).exists()]
     if absent:
@@ -324,6 +367,7 @@ def _execute(ctx: Context, stage: Stage, argv: list[str], fp: str) -> dict[str, 
         "fingerprint": fp,
         "argv": argv,
         "seconds": round(seconds, 2),
+        "peak_rss_mib": round(peak_mib, 1),
         "files": hash_files(ctx.out, output_files(ctx.out, stage.outputs)),
     }
     write_json(_record_path(ctx.out, stage.name), record)
@@ -345,12 +389,14 @@ def run_pipeline(
     folds: Sequence[int] = (1, 2, 3, 4, 5),
     fold: int | None = None,
     only: str | None = None,
+    jobs: int = 1,
 ) -> Summary:
     """Run the enabled stages in order; check every stage's inputs before any work starts.
 
     ``fold`` restricts the run to the shared stages before any per-fold work plus that fold's
     instances (a cluster job); ``only`` to one stage. Inputs outside the selection must have
     been produced already. A full run afterwards finds everything up to date and merges.
+    ``jobs`` > 1 runs stages whose inputs are ready side by side (folds, independent models).
     """
     enabled = expand([s for s in stages if s.enabled(ctx)], folds)
     names = {s.name for s in enabled}
@@ -366,7 +412,9 @@ def run_pipeline(
     summary = Summary()
     width = max(len(s.name) for s in chosen)
     chosen_names = [s.name for s in chosen]
-    for index, stage in enumerate(chosen, 1):
+    position = {s.name: i for i, s in enumerate(chosen, 1)}
+
+    def run_one(stage: Stage) -> None:
         deps = [d for d in stage.deps if d in names]  # a disabled dependency (phantom on real data) is no input
         for dep in deps:
             if dep not in records:
@@ -377,7 +425,7 @@ def run_pipeline(
                     raise InputError(f"stage '{stage.name}' needs '{dep}', which has not run in {ctx.out}; run it first")
                 records[dep] = record
         argv = [str(a) for a in stage.args(ctx)]
-        prefix = f"[{index}/{len(chosen)}] {stage.name:<{width}}"
+        prefix = f"[{position[stage.name]}/{len(chosen)}] {stage.name:<{width}}"
         code = code_digest(script_path(stage, ctx.repo), ctx.repo / "code" / "iusdiff")
         fp = fingerprint(stage, argv, {d: records[d] for d in deps}, code)
         with _locked(ctx.out, stage.name):
@@ -393,6 +441,8 @@ def run_pipeline(
                 log(f"{prefix}  done in {record['seconds']:.1f} s ({len(record['files'])} files)")
         records[stage.name] = record
         refresh_manifest(ctx.out, enabled)
+
+    run_when_ready(chosen, run_one, jobs)
     summary.files = refresh_manifest(ctx.out, enabled)
     return summary
 
