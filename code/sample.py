@@ -4,9 +4,15 @@
     python code/sample.py --slices DIR --mask-vae DIR --mask-ldm DIR --image-vae DIR --ius-ldm DIR
                           --out DIR --profile P [--fold 1-5] [--sampler ddpm|ddim|dpmsolver++]
                           [--steps N] [--guidance 3,5,7] [--batch-size N] [--seed N] [--resume]
+    python code/sample.py --model controlnet --slices DIR --image-vae DIR --controlnet DIR
+                          --masks PROPOSED_SAMPLES --out DIR --profile P [same options]
+    python code/sample.py --model onestep --slices DIR --joint-vae DIR --onestep-ldm DIR
+                          --out DIR --profile P [same options]
 
-Per fold, N = the fold's number of training images: N masks from the mask LDM (binarised at
-0.5), then one image per mask from the iUS LDM with classifier-free guidance w. With several
+Per fold, N = the fold's number of training images times ``pairs_per_real`` (the profile's;
+3 so that the downstream study can add up to 3 x N synthetic pairs, and Tables 2-4 use the
+first N): masks from the mask LDM (binarised at 0.5), then one image per mask from the iUS
+LDM with classifier-free guidance w. With several
 guidance values, w is picked on the fold's validation masks by KID against the real validation
 images, and the pick is recorded. Writes, per fold (the contract other stages rely on):
 
@@ -14,18 +20,31 @@ images, and the pick is recorded. Writes, per fold (the contract other stages re
     OUT/fold{K}/images/{index:05d}.png   uint8
     OUT/fold{K}/manifest.csv             index,seed,mask,image,sampler,steps,w,empty
     OUT/fold{K}/guidance.csv             w,kid (validation KID of each candidate; when picked)
-    OUT/fold{K}/options.json             the fold's run key, w and empty-mask count
-    OUT/options.json
+    OUT/fold{K}/options.json             the fold's options, run key, w and empty-mask count
 
 ``seed`` is the sample's own seed: its mask noise and its image noise derive from it, so one
 pair can be regenerated alone. Masks that decode empty are kept and flagged in ``empty``.
+
+Baselines (``--model``; same contract, N = the fold's number of training images, the profile's
+sampler and steps, i.e. the proposed model's):
+
+* ``controlnet`` (train_controlnet.py): images for the proposed model's first N masks of the
+  fold (``--masks``, its manifest's seeds and image-noise stream, so the initial noise is the
+  proposed image's). No guidance; w = 0 is recorded. The diffusers ControlNet pipeline guides
+  only through the text prompt, and with the empty prompt its conditional and unconditional
+  halves are the same prediction (the control image goes to both), i.e. guidance is a no-op;
+  and phase B, like the reference training, never drops the control image, so there is no
+  learned null condition to guide against.
+* ``onestep`` (train_ldm.py --model onestep): N joint latents from the seeds the proposed model
+  uses for its first N pairs, decoded by the joint autoencoder into an image and a mask
+  (binarised at 0.5); unconditional, w = 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +52,11 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 
 from iusdiff.cli import run, save_options
+from iusdiff.controlnet import ControlledUNet, sample_controlnet_images
 from iusdiff.data import load_fold, seed_for
 from iusdiff.errors import InputError
 from iusdiff.fid import InceptionFeatures
-from iusdiff.io import atomic_dir, atomic_path, save_png, write_json
+from iusdiff.io import atomic_dir, atomic_path, load_mask_png, save_png
 from iusdiff.metrics import mmd2_unbiased
 from iusdiff.models import MaskConditionedUNet
 from iusdiff.runs import (
@@ -49,11 +69,17 @@ from iusdiff.runs import (
     script_digest,
     settings,
 )
-from iusdiff.sampling import SAMPLERS, sample_images, sample_masks
+from iusdiff.samples import fold_dir, read_manifest
+from iusdiff.sampling import SAMPLERS, sample_images, sample_joint, sample_masks
 from iusdiff.slices import load_dataset
 from iusdiff.training import MODEL_DIR, run_key, set_determinism
 
 MANIFEST_FIELDS = ("index", "seed", "mask", "image", "sampler", "steps", "w", "empty")
+NEEDS = {  # the model folders each --model reads (argparse dests)
+    "proposed": ("mask_vae", "mask_ldm", "image_vae", "ius_ldm"),
+    "controlnet": ("image_vae", "controlnet", "masks"),
+    "onestep": ("joint_vae", "onestep_ldm"),
+}
 
 
 def guidance_argument(value: str) -> list[float]:
@@ -68,28 +94,48 @@ def guidance_argument(value: str) -> list[float]:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=tuple(NEEDS), default="proposed", help="the two-step generator or a baseline")
     parser.add_argument("--slices", type=Path, required=True, help="prepared slices folder (N per fold, validation)")
-    parser.add_argument("--mask-vae", type=Path, required=True, help="train_vae.py --kind mask output")
-    parser.add_argument("--mask-ldm", type=Path, required=True, help="train_ldm.py --model mask output")
-    parser.add_argument("--image-vae", type=Path, required=True, help="train_vae.py --kind image output")
-    parser.add_argument("--ius-ldm", type=Path, required=True, help="train_ldm.py --model ius output")
+    parser.add_argument("--mask-vae", type=Path, help="train_vae.py --kind mask output (proposed)")
+    parser.add_argument("--mask-ldm", type=Path, help="train_ldm.py --model mask output (proposed)")
+    parser.add_argument("--image-vae", type=Path, help="train_vae.py --kind image output (proposed, controlnet)")
+    parser.add_argument("--ius-ldm", type=Path, help="train_ldm.py --model ius output (proposed)")
+    parser.add_argument("--controlnet", type=Path, help="train_controlnet.py output (controlnet)")
+    parser.add_argument("--masks", type=Path, help="the proposed model's samples, whose masks the ControlNet paints (controlnet)")
+    parser.add_argument("--joint-vae", type=Path, help="train_vae.py --kind joint output (onestep)")
+    parser.add_argument("--onestep-ldm", type=Path, help="train_ldm.py --model onestep output (onestep)")
     parser.add_argument("--out", type=Path, required=True, help="output folder; one fold{K}/ per fold")
     parser.add_argument("--profile", required=True, help="settings profile (smoke, default, paper)")
-    parser.add_argument("--fold", type=folds_argument, help="folds to sample, e.g. 1 or 1-5 (default: all)")
+    parser.add_argument("--fold", "--folds", dest="fold", type=folds_argument, help="folds to sample, e.g. 1 or 1-5 (default: all)")
     parser.add_argument("--sampler", choices=SAMPLERS, help="ddpm (the paper's), ddim or dpmsolver++")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the profile's; DDPM without any runs all training steps)")
     parser.add_argument("--guidance", type=guidance_argument, help="w, or candidates picked on validation (e.g. 3,5,7)")
     parser.add_argument("--batch-size", type=int, help="samples per UNet batch")
     parser.add_argument("--seed", type=int, help="base seed (each sample's seed derives from it, the fold and its index)")
     parser.add_argument("--resume", action="store_true", help="keep folds already sampled with the same models and settings")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    missing = [f"--{name.replace('_', '-')}" for name in NEEDS[args.model] if getattr(args, name) is None]
+    if missing:
+        parser.error(f"--model {args.model} needs {', '.join(missing)}")
+    return args
 
 
-def model_dir(root: Path, fold: int) -> Path:
-    folder = root / f"fold{fold}" / MODEL_DIR
+def model_dir(root: Path, fold: int, phase: str = "") -> Path:
+    folder = root / f"fold{fold}" / phase / MODEL_DIR
     if not folder.is_dir():
         raise InputError(f"{folder}: no trained model (run the training stage for fold {fold} first)")
     return folder
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One fold's pairs, their seeds, the guidance weight and the guidance table (if picked)."""
+
+    masks: np.ndarray
+    images: np.ndarray
+    seeds: list[int]
+    w: float
+    rows: list[dict]
 
 
 class FoldModels:
@@ -104,6 +150,74 @@ class FoldModels:
         self.mask_schedule = DDPMScheduler.from_pretrained(dirs["mask_ldm"] / "scheduler").config
         self.ius = MaskConditionedUNet.load(dirs["ius_ldm"]).to(device).eval()
         self.ius_schedule = DDPMScheduler.from_pretrained(dirs["ius_ldm"] / "scheduler").config
+        self.schedule = self.ius_schedule  # what "all steps" refers to
+
+    def generate(self, cfg: dict, dataset, fold: int, device, extractor: InceptionFeatures | None) -> Generated:
+        """pairs_per_real x N masks, then an image for each with the (picked) guidance w."""
+        n = len(dataset.select(fold, "train")) * int(cfg["pairs_per_real"])
+        seeds = [seed_for(cfg["seed"], fold, index) for index in range(n)]
+        w, rows = cfg["guidance"][0], []
+        if len(cfg["guidance"]) > 1:
+            w, rows = pick_guidance(self, dataset, fold, cfg, extractor, device)
+        masks = generate_masks(self, seeds, cfg, device)
+        return Generated(masks, generate_images(self, masks, seeds, w, cfg, device), seeds, w, rows)
+
+
+class ControlNetModels:
+    """The ControlNet baseline of one fold (phase-A UNet, phase-B ControlNet, image VAE) and
+    the proposed model's masks it paints."""
+
+    def __init__(self, args, fold: int, device: torch.device) -> None:
+        phase_a, phase_b = model_dir(args.controlnet, fold, "phase_a"), model_dir(args.controlnet, fold, "phase_b")
+        vae_dir = model_dir(args.image_vae, fold)
+        self.masks_root, self.masks_dir = args.masks, fold_dir(args.masks, fold)
+        self.identity = {
+            "image_vae": folder_digest(vae_dir), "phase_a": folder_digest(phase_a), "phase_b": folder_digest(phase_b),
+            "masks": folder_digest(self.masks_dir),
+        }
+        self.image_vae = AutoencoderKL.from_pretrained(vae_dir).to(device).eval()
+        self.model = ControlledUNet.load(phase_a, phase_b).to(device).eval()
+        self.schedule = DDPMScheduler.from_pretrained(phase_a / "scheduler").config
+
+    def generate(self, cfg: dict, dataset, fold: int, device, extractor: InceptionFeatures | None) -> Generated:
+        """Images for the proposed model's first N masks, with their seeds; no guidance."""
+        n = len(dataset.select(fold, "train"))
+        samples = read_manifest(self.masks_root, fold)[:n]
+        if len(samples) < n:
+            raise InputError(f"{self.masks_dir / 'manifest.csv'}: {len(samples)} masks, fold {fold} needs {n}")
+        masks = np.stack([load_mask_png(self.masks_dir / s.mask) for s in samples])
+        seeds = [s.seed for s in samples]
+
+        def images_for(batch_masks, batch_seeds):
+            return sample_controlnet_images(
+                self.model, self.image_vae, self.schedule, batch_masks, batch_seeds, cfg["sampler"], cfg["steps"], device
+            )
+
+        return Generated(masks, in_batches(images_for, masks, cfg["batch_size"], seeds), seeds, 0.0, [])
+
+
+class OneStepModels:
+    """The one-step baseline of one fold: the joint (image, mask) VAE and its LDM."""
+
+    def __init__(self, args, fold: int, device: torch.device) -> None:
+        vae_dir, ldm_dir = model_dir(args.joint_vae, fold), model_dir(args.onestep_ldm, fold)
+        self.identity = {"joint_vae": folder_digest(vae_dir), "onestep_ldm": folder_digest(ldm_dir)}
+        self.joint_vae = AutoencoderKL.from_pretrained(vae_dir).to(device).eval()
+        self.unet = UNet2DModel.from_pretrained(ldm_dir / "unet").to(device).eval()
+        self.schedule = DDPMScheduler.from_pretrained(ldm_dir / "scheduler").config
+
+    def generate(self, cfg: dict, dataset, fold: int, device, extractor: InceptionFeatures | None) -> Generated:
+        """N pairs from the seeds of the proposed model's first N; unconditional (w = 0)."""
+        seeds = [seed_for(cfg["seed"], fold, index) for index in range(len(dataset.select(fold, "train")))]
+        parts = [
+            sample_joint(self.unet, self.joint_vae, self.schedule, seeds[i : i + cfg["batch_size"]], cfg["sampler"], cfg["steps"], device)
+            for i in range(0, len(seeds), cfg["batch_size"])
+        ]
+        masks, images = (np.concatenate(arrays) for arrays in zip(*parts))
+        return Generated(masks, images, seeds, 0.0, [])
+
+
+LOADERS = {"proposed": FoldModels, "controlnet": ControlNetModels, "onestep": OneStepModels}
 
 
 def in_batches(fn, items: np.ndarray | list, batch: int, *per_item) -> np.ndarray:
@@ -171,30 +285,25 @@ def write_fold(folder: Path, masks: np.ndarray, images: np.ndarray, seeds: list[
     return sum(r["empty"] for r in records)
 
 
-def sample_fold(args, cfg: dict, dataset, fold: int, device, extractor: InceptionFeatures | None) -> dict:
-    """Sample one fold into OUT/fold{K} (replaced atomically); returns its record."""
+def sample_fold(args, cfg: dict, dataset, fold: int, device, extractor: InceptionFeatures | None) -> None:
+    """Sample one fold of ``args.model`` into OUT/fold{K} (replaced atomically)."""
     folder = args.out / f"fold{fold}"
-    models = FoldModels(args, fold, device)
+    models = LOADERS[args.model](args, fold, device)
     key = run_key(cfg, fold, models.identity, data_digest(dataset, fold), script_digest(__file__))
     if args.resume and completed(folder, key):
-        print(f"sample fold {fold}: up to date")
-        return json.loads((folder / OPTIONS).read_text())
+        print(f"sample {args.model} fold {fold}: up to date")
+        return
     set_determinism(seed_for(cfg["seed"], fold))
     if cfg["steps"] == "all":
-        cfg = dict(cfg, steps=int(models.ius_schedule["num_train_timesteps"]))
-    n = len(dataset.select(fold, "train"))
-    seeds = [seed_for(cfg["seed"], fold, index) for index in range(n)]
-    w, rows = cfg["guidance"][0], []
-    if len(cfg["guidance"]) > 1:
-        w, rows = pick_guidance(models, dataset, fold, cfg, extractor, device)
-    masks = generate_masks(models, seeds, cfg, device)
-    images = generate_images(models, masks, seeds, w, cfg, device)
+        cfg = dict(cfg, steps=int(models.schedule["num_train_timesteps"]))
+    out = models.generate(cfg, dataset, fold, device, extractor)
+    n = len(out.seeds)
     with atomic_dir(folder) as tmp:
-        empty = write_fold(tmp, masks, images, seeds, w, cfg, rows)
-        record = {"run_key": key, "fold": fold, "n": n, "w": w, "empty_masks": empty, "guidance_kid": rows}
-        write_json(tmp / OPTIONS, record)
-    print(f"sample fold {fold}: {n} pairs, w = {w}, {empty} empty mask(s)")
-    return record
+        empty = write_fold(tmp, out.masks, out.images, out.seeds, out.w, cfg, out.rows)
+        save_options(
+            tmp / OPTIONS, args, settings=cfg, run_key=key, fold=fold, n=n, w=out.w, empty_masks=empty, guidance_kid=out.rows
+        )
+    print(f"sample {args.model} fold {fold}: {n} pairs, w = {out.w}, {empty} empty mask(s)")
 
 
 def resolve_sampling(args) -> dict:
@@ -215,10 +324,11 @@ def main(argv=None) -> int:
     dataset = load_dataset(args.slices)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     folds = dataset_folds(dataset, args.fold)
-    extractor = InceptionFeatures(device=str(device), progress=False) if len(cfg["guidance"]) > 1 else None
-    records = {f"fold{fold}": sample_fold(args, cfg, dataset, fold, device, extractor) for fold in folds}
-    save_options(args.out / OPTIONS, args, settings=cfg, folds=records)
-    print(f"sample: {len(folds)} fold(s) -> {args.out}")
+    picks_guidance = args.model == "proposed" and len(cfg["guidance"]) > 1
+    extractor = InceptionFeatures(device=str(device), progress=False) if picks_guidance else None
+    for fold in folds:
+        sample_fold(args, cfg, dataset, fold, device, extractor)
+    print(f"sample: {args.model}, {len(folds)} fold(s) -> {args.out}")
     return 0
 
 

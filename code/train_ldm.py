@@ -3,11 +3,14 @@
 
     python code/train_ldm.py --model mask --slices DIR --vae MASK_VAE_DIR --out DIR --profile P
     python code/train_ldm.py --model ius  --slices DIR --vae IMAGE_VAE_DIR --out DIR --profile P
+    python code/train_ldm.py --model onestep --slices DIR --vae JOINT_VAE_DIR --out DIR --profile P
                              [--fold 1-5] [--pretrained SD_DIR] [--resume] [--steps N]
 
 ``mask``: the unconditional mask generator (UNet2DModel on mask latents). ``ius``: the proposed
 mask-conditioned iUS generator (mask embedding concatenated with the noisy latent, SD-shaped
 UNet2DConditionModel with widened conv_in, condition dropout for classifier-free guidance).
+``onestep``: the one-step baseline, an unconditional UNet2DModel (the mask generator's family)
+on the latents of the joint image+mask autoencoder (train_vae.py --kind joint).
 VAE_DIR is train_vae.py's output (fold{K}/model is used). Writes OUT/fold{K}/model/ (the best
 checkpoint: unet/ [+ mask_embedding/, text_embedding.safetensors] and scheduler/),
 checkpoints/, log.csv, validation.csv and options.json. Settings: [<profile>.ldm_<model>].
@@ -29,23 +32,25 @@ from iusdiff.errors import InputError
 from iusdiff.fid import InceptionFeatures
 from iusdiff.metrics import fid_from_features
 from iusdiff.models import (
+    WEIGHT_DTYPES,
     MaskConditionedUNet,
     MaskEmbedding,
     build_ius_unet,
     build_mask_unet,
     downsample_steps,
     empty_prompt_embedding,
+    load_trained_vae,
     noise_scheduler,
     vae_factor,
     zero_text_embedding,
 )
 from iusdiff.runs import (
     OPTIONS,
+    add_training_arguments,
     completed,
     data_digest,
     dataset_folds,
     folder_digest,
-    folds_argument,
     script_digest,
     settings,
     training_settings,
@@ -56,44 +61,30 @@ from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, v
 from iusdiff.training import MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.weights import check_pretrained
 
-MODELS = {"mask": "mask", "ius": "image"}  # model -> what its VAE encodes
-WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MODELS = {"mask": "mask", "ius": "image", "onestep": "joint"}  # model -> what its VAE encodes
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=tuple(MODELS), required=True, help="mask generator or iUS generator")
-    parser.add_argument("--slices", type=Path, required=True, help="prepared slices folder (prepare_data.py)")
+    parser.add_argument("--model", choices=tuple(MODELS), required=True, help="mask generator, iUS generator or one-step baseline")
+    add_training_arguments(parser)
     parser.add_argument("--vae", type=Path, required=True, help="train_vae.py output for this model's data")
-    parser.add_argument("--out", type=Path, required=True, help="output folder; one fold{K}/ per fold")
-    parser.add_argument("--profile", required=True, help="settings profile (smoke, default, paper)")
-    parser.add_argument("--fold", type=folds_argument, help="folds to train, e.g. 1 or 1-5 (default: all)")
     parser.add_argument("--pretrained", help="SD-1.5 diffusers folder or cached Hub id (profiles that start from SD's UNet)")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint; skip finished folds")
-    parser.add_argument("--steps", type=int, help="optimisation steps (overrides the profile)")
-    parser.add_argument("--checkpointing_steps", type=int, help="save a resumable checkpoint every N steps")
-    parser.add_argument("--seed", type=int, help="base seed (per-fold seeds derive from it)")
     return parser.parse_args(argv)
-
-
-def load_vae(folder: Path, device, dtype) -> AutoencoderKL:
-    if not (folder / "config.json").is_file():
-        raise InputError(f"{folder}: no trained autoencoder (run train_vae.py first)")
-    return AutoencoderKL.from_pretrained(folder, torch_dtype=dtype).requires_grad_(False).eval().to(device)
 
 
 def build_model(args, cfg: dict, vae: AutoencoderKL, size: int) -> tuple[torch.nn.Module, Callable]:
     """The denoiser and how to save it (with its noise schedule) as a deployable model."""
     latent_size, channels = size // vae_factor(vae), vae.config.latent_channels
     scheduler = noise_scheduler(cfg)
-    if args.model == "mask":
+    if args.model in ("mask", "onestep"):
         unet = build_mask_unet(cfg, latent_size, channels)
 
-        def save_mask(model, folder: Path) -> None:
+        def save_unconditional(model, folder: Path) -> None:
             model.save_pretrained(folder / "unet")
             scheduler.save_pretrained(folder / "scheduler")
 
-        return unet, save_mask
+        return unet, save_unconditional
     root = None
     if cfg["pretrained"]:
         if args.pretrained is None:
@@ -141,7 +132,7 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
     seed = seed_for(cfg["seed"], fold)
     set_determinism(seed)
     accelerator = make_accelerator(cfg["mixed_precision"])
-    vae = load_vae(vae_dir, accelerator.device, WEIGHT_DTYPES[cfg["mixed_precision"]])
+    vae = load_trained_vae(vae_dir, accelerator.device, WEIGHT_DTYPES[cfg["mixed_precision"]])
     train_data, val_data = load_fold(dataset, fold, "train"), load_fold(dataset, fold, "val")
     model, save = build_model(args, cfg, vae, size)
     aug = Augmentation.from_profile(cfg["augmentation"]) if cfg["augment"] else None
@@ -153,14 +144,7 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
     if args.model == "ius" and cfg["selection"] == "fid":
         fid = fid_validation(cfg, vae, scheduler, train_data, val_data, seed, accelerator.device)
     task = LdmTask(model, source, scheduler, val_latents, val_masks, cfg, accelerator, save, fid)
-    loop = LoopConfig(
-        steps=resolve_steps(cfg, len(train_data), accelerator.num_processes),
-        validation_steps=cfg["validation_steps"],
-        checkpointing_steps=cfg["checkpointing_steps"],
-        keep_checkpoints=cfg["keep_checkpoints"],
-        warmup_steps=cfg["warmup_steps"],
-        lr_schedule=cfg["lr_schedule"],
-    )
+    loop = LoopConfig.from_settings(cfg, resolve_steps(cfg, len(train_data), accelerator.num_processes))
     state = train(task, loop, fold_dir, key, accelerator, args.resume, desc=f"ldm_{args.model} fold {fold}")
     if accelerator.is_main_process:
         save_options(

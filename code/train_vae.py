@@ -25,10 +25,10 @@ from iusdiff.losses import perceptual_loss
 from iusdiff.models import build_vae, load_pretrained_vae
 from iusdiff.runs import (
     OPTIONS,
+    add_training_arguments,
     completed,
     data_digest,
     dataset_folds,
-    folds_argument,
     script_digest,
     settings,
     training_settings,
@@ -42,15 +42,8 @@ from iusdiff.weights import check_pretrained
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", choices=KINDS, required=True, help="what the autoencoder reconstructs")
-    parser.add_argument("--slices", type=Path, required=True, help="prepared slices folder (prepare_data.py)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder; one fold{K}/ per fold")
-    parser.add_argument("--profile", required=True, help="settings profile (smoke, default, paper)")
-    parser.add_argument("--fold", type=folds_argument, help="folds to train, e.g. 1 or 1-5 (default: all)")
+    add_training_arguments(parser, steps_help="optimisation steps (overrides the profile's steps/epochs)")
     parser.add_argument("--pretrained", help="SD-1.5 diffusers folder or cached Hub id (profiles that finetune SD's VAE)")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint; skip finished folds")
-    parser.add_argument("--steps", type=int, help="optimisation steps (overrides the profile's steps/epochs)")
-    parser.add_argument("--checkpointing_steps", type=int, help="save a resumable checkpoint every N steps")
-    parser.add_argument("--seed", type=int, help="base seed (per-fold seeds derive from it)")
     return parser.parse_args(argv)
 
 
@@ -79,14 +72,7 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
     aug = Augmentation.from_profile(cfg["augmentation"]) if cfg["augment"] else None
     batches = PairedBatches(train_data, aug, cfg["batch_size"], seed, accelerator)
     task = VaeTask(args.kind, vae, batches, val_data, cfg, perceptual, accelerator)
-    loop = LoopConfig(
-        steps=resolve_steps(cfg, len(train_data), accelerator.num_processes),
-        validation_steps=cfg["validation_steps"],
-        checkpointing_steps=cfg["checkpointing_steps"],
-        keep_checkpoints=cfg["keep_checkpoints"],
-        warmup_steps=cfg["warmup_steps"],
-        lr_schedule=cfg["lr_schedule"],
-    )
+    loop = LoopConfig.from_settings(cfg, resolve_steps(cfg, len(train_data), accelerator.num_processes))
     state = train(task, loop, fold_dir, key, accelerator, args.resume, desc=f"vae_{args.kind} fold {fold}")
     scaling = finalise(fold_dir / MODEL_DIR, cfg, args.kind, train_data, accelerator.device)
     if accelerator.is_main_process:

@@ -15,14 +15,23 @@ from iusdiff.resect import mask_relpath, save_nifti, us_relpath
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_script(script: str, *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run code/<script> (or an executable in the repo) as a user would, capturing output."""
+def _script_command(script: str, args) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ, PYTHONPATH=str(REPO / "code"), IUSDIFF_PYTHON=sys.executable)
     path = REPO / script if script.endswith(".sh") else REPO / "code" / script
     command = [str(path)] if script.endswith(".sh") else [sys.executable, str(path)]
-    return subprocess.run(
-        [*command, *map(str, args)], cwd=cwd or REPO, env=env, capture_output=True, text=True
-    )
+    return [*command, *map(str, args)], env
+
+
+def run_script(script: str, *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run code/<script> (or an executable in the repo) as a user would, capturing output."""
+    command, env = _script_command(script, args)
+    return subprocess.run(command, cwd=cwd or REPO, env=env, capture_output=True, text=True)
+
+
+def start_script(script: str, *args) -> subprocess.Popen:
+    """Start a script in the background (concurrent jobs); ``communicate()`` collects its output."""
+    command, env = _script_command(script, args)
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def write_case(
@@ -60,3 +69,14 @@ def resect_tree(tmp_path: Path):
         us, mask = blob_case(seed=seed)
         write_case(tmp_path, case, us, mask)
     return tmp_path / "RESECT", tmp_path / "SEG"
+
+
+@pytest.fixture(scope="session")
+def smoke_data(tmp_path_factory) -> Path:
+    """An output folder holding the smoke profile's data stages only (phantom, slices): the
+    cheap real inputs for script tests, without the models."""
+    out = tmp_path_factory.mktemp("smoke_data")
+    for stage in ("phantom", "slices"):
+        result = run_script("run_all.sh", "--profile", "smoke", "--out", out, "--stage", stage)
+        assert result.returncode == 0, result.stdout + result.stderr
+    return out

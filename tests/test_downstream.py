@@ -30,12 +30,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.interface` is depreca
 
 
 @pytest.fixture(scope="module")
-def slices(tmp_path_factory) -> Path:
+def slices(smoke_data) -> Path:
     """The smoke profile's prepared phantom slices (7 subjects, test subject 24)."""
-    out = tmp_path_factory.mktemp("smoke")
-    result = run_script("run_all.sh", "--profile", "smoke", "--out", out)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return out / "slices"
+    return smoke_data / "slices"
 
 
 @pytest.fixture(scope="module")

@@ -88,6 +88,7 @@ def test_interrupted_training_resumes_into_the_same_loss_sequence(tmp_path, make
     resumed = run(make(), tmp_path / "resumed", resume=True)
     assert resumed.history == straight.history  # bitwise: same batches, noise, dropout, optimizer state
     assert resumed.validation == straight.validation and resumed.best_step == straight.best_step
+    assert (tmp_path / "resumed" / "log.csv").read_bytes() == (tmp_path / "straight" / "log.csv").read_bytes()
     for a, b in zip(sorted((tmp_path / "straight" / MODEL_DIR).rglob("*.safetensors")),
                     sorted((tmp_path / "resumed" / MODEL_DIR).rglob("*.safetensors"))):
         assert load_file(a).keys() == load_file(b).keys()
@@ -97,7 +98,7 @@ def test_interrupted_training_resumes_into_the_same_loss_sequence(tmp_path, make
 def test_gan_and_ema_paths_are_exercised(tmp_path):
     state = run(vae_task(), tmp_path / "vae")
     assert "g_adv" not in state.history[2] and "g_adv" in state.history[3]  # disc_start = 3
-    assert (tmp_path / "vae" / "log.csv").read_text().splitlines()[0].startswith("step,loss,mse,kl")
+    assert (tmp_path / "vae" / "log.csv").read_text().splitlines()[0] == "step,adv_weight,d_loss,g_adv,kl,loss,mse"
     task = ius_task()
     run(task, tmp_path / "ius")
     trained = dict(task.acc.unwrap_model(task.model).named_parameters())

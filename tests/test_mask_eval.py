@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -78,9 +80,9 @@ def test_perturb_pair_keeps_image_and_mask_aligned():
     assert 0.5 < warped_mask.sum() / mask.sum() < 1.5
 
 
-def test_evaluate_masks_script_on_stand_in(tmp_path):
+def test_evaluate_masks_script_on_stand_in(tmp_path, smoke_data):
     smoke = tmp_path / "smoke"
-    assert run_script("run_all.sh", "--profile", "smoke", "--out", smoke).returncode == 0
+    shutil.copytree(smoke_data / "slices", smoke / "slices")
     standin = tmp_path / "standin"
     made = run_script("make_standin_samples.py", "--slices", smoke / "slices", "--out", standin, "--folds", "1,2")
     assert made.returncode == 0, made.stderr

@@ -195,9 +195,10 @@ def test_fid_equals_torchmetrics(features: tuple[np.ndarray, np.ndarray]) -> Non
 
 def test_fid_with_fewer_samples_than_dimensions_stays_finite(features: tuple[np.ndarray, np.ndarray]) -> None:
     a, b = features[0][:20], features[1][:25]  # singular covariances (n < d = 32)
-    value = metrics.fid_from_features(a, b)
+    value = metrics.fid_from_features(a, b)  # the nuclear-norm path, exact without sqrtm
     assert math.isfinite(value)
-    assert value == pytest.approx(_torchmetrics_fid(a, b), rel=1e-3)
+    assert value == pytest.approx(_torchmetrics_fid(a, b), rel=1e-4)
+    assert metrics.fid_from_features(a, a) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_kid_single_subset_equals_torchmetrics_poly_mmd(features: tuple[np.ndarray, np.ndarray]) -> None:

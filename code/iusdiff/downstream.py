@@ -48,7 +48,7 @@ from iusdiff.results import Number
 from iusdiff.samples import fold_dir, read_manifest
 from iusdiff.plotting import STYLE, TEXT_WIDTH_IN
 from iusdiff.slices import SliceDataset, SliceRecord
-from iusdiff.stats import friedman_test, pairwise_wilcoxon, stars
+from iusdiff.stats import friedman_test, pairwise_wilcoxon, rank_ready, stars
 from iusdiff.tables import Table
 
 RATIOS = (0, 1, 2, 3)
@@ -546,20 +546,6 @@ def per_image_values(rows: Sequence[dict], metric: str) -> dict[int, np.ndarray]
                 by_case[row["case"]].append(row[metric])
         out[ratio] = np.array([np.mean(by_case[c]) for c in cases])
     return out
-
-
-def rank_ready(groups: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    """Replace +inf by a finite value worse than any finite one, for the rank-based tests.
-
-    The surrogate exceeds the largest finite value by more than the finite range, so an
-    empty prediction ranks last in Friedman and its difference ranks first in the signed-rank
-    test; two empty predictions tie (difference 0, dropped by the test).
-    """
-    finite = np.concatenate([g[np.isfinite(g)] for g in groups.values()])
-    top = float(finite.max()) if finite.size else 0.0
-    span = float(finite.max() - finite.min()) if finite.size else 0.0
-    surrogate = top + 2.0 * span + 1.0
-    return {k: np.where(np.isposinf(v), surrogate, v) for k, v in groups.items()}
 
 
 @dataclass(frozen=True)

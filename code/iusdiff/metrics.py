@@ -218,11 +218,29 @@ def fid_from_features(feat_a: np.ndarray, feat_b: np.ndarray, eps: float = 1e-6)
     a, b = _features("feat_a", feat_a), _features("feat_b", feat_b)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]}")
+    if min(len(a), len(b)) < a.shape[1]:
+        return _fid_low_rank(a, b)
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
     covmean = _sqrtm_product(cov_a, cov_b, eps)
     diff = mu_a - mu_b
     return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean))
+
+
+def _fid_low_rank(a: np.ndarray, b: np.ndarray) -> float:
+    """The same distance without the d×d ``sqrtm`` when a set has fewer samples than dimensions
+    (every CPU-profile set: hundreds of images, 2048 features; ``sqrtm`` takes ~18 s there).
+
+    With centred features Xa, Xb and Σ = XᵀX/(n − 1), the non-zero eigenvalues of ΣaΣb are the
+    squared singular values of Xa·Xbᵀ/√((na − 1)(nb − 1)), so Tr((ΣaΣb)^½) is that na × nb
+    matrix's nuclear norm: exact, and free of the regularisation ``sqrtm`` needs when singular.
+    """
+    centred_a, centred_b = a - a.mean(axis=0), b - b.mean(axis=0)
+    scale = math.sqrt((len(a) - 1) * (len(b) - 1))
+    trace_sqrt = np.linalg.svd(centred_a @ centred_b.T, compute_uv=False).sum() / scale
+    diff = a.mean(axis=0) - b.mean(axis=0)
+    traces = (centred_a**2).sum() / (len(a) - 1) + (centred_b**2).sum() / (len(b) - 1)
+    return float(diff @ diff + traces - 2.0 * trace_sqrt)
 
 
 def _sqrtm_product(cov_a: np.ndarray, cov_b: np.ndarray, eps: float) -> np.ndarray:

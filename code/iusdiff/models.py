@@ -27,6 +27,7 @@ from torch import nn
 from iusdiff.errors import InputError
 
 UNET_DIR, EMBEDDING_DIR, SCHEDULER_DIR, TEXT_FILE = "unet", "mask_embedding", "scheduler", "text_embedding.safetensors"
+WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # frozen weights per mixed_precision
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,6 +95,13 @@ def fold_vae_channels(vae: AutoencoderKL, channels: int) -> AutoencoderKL:
     vae.encoder.conv_in, vae.decoder.conv_out = new_in, new_out
     vae.register_to_config(in_channels=channels, out_channels=channels)
     return vae
+
+
+def load_trained_vae(folder: Path, device, dtype: torch.dtype) -> AutoencoderKL:
+    """A VAE trained by train_vae.py, frozen for latent diffusion training."""
+    if not (folder / "config.json").is_file():
+        raise InputError(f"{folder}: no trained autoencoder (run train_vae.py first)")
+    return AutoencoderKL.from_pretrained(folder, torch_dtype=dtype).requires_grad_(False).eval().to(device)
 
 
 def load_pretrained_vae(root: Path, channels: int) -> AutoencoderKL:
@@ -271,6 +279,8 @@ def build_ius_unet(cfg: dict, latent_size: int, latent_channels: int, extra: int
 
 class MaskConditionedUNet(nn.Module):
     """The proposed iUS denoiser: eps(z_t, t, c(mask)) with c = MaskEmbedding, or the null."""
+
+    mask_conditioned = True
 
     def __init__(self, unet: UNet2DConditionModel, embedding: MaskEmbedding, text: torch.Tensor) -> None:
         super().__init__()

@@ -18,7 +18,7 @@ from pathlib import Path
 from iusdiff.results import Number
 
 PACKAGES = ("torch", "diffusers", "accelerate", "nnunetv2", "segment-anything", "numpy", "scipy", "statsmodels", "pingouin", "surface-distance", "opencv-python-headless")
-ITEMS = ("Table 1", "Table 2", "Table 3", "Table 4", "Fig. 9")
+ITEMS = ("Table 1", "Table 2", "Table 3", "Table 4", "Fig. 8", "Fig. 9")
 
 
 def _fmt(value: float) -> str:

@@ -81,4 +81,8 @@ def paper_numbers() -> list[Number]:
             numbers.append(Number("Table 4", keys["slope p"], float(row["slope_p_value"]), row["source"]))
     for row in paper.read_csv("fig9.csv"):
         numbers.append(Number("Fig. 9", f"R{row['R']} · {row['metric']} · mean", float(row["mean"]), row["source"]))
+    for row in paper.read_csv("tests_reported.csv"):  # the test statistics the paper prints (p-values only as bounds)
+        if row["statistic"] and row["test"].startswith("Friedman"):
+            item = "Fig. 8" if row["figure"] == "fig8" else "Fig. 9"
+            numbers.append(Number(item, f"Friedman · {row['metric']} · chi2", float(row["statistic"]), row["source"]))
     return numbers

@@ -89,3 +89,16 @@ def completed(fold_dir: Path, key: str) -> bool:
         return json.loads(path.read_text()).get("run_key") == key
     except json.JSONDecodeError:
         return False
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, steps_help: str = "optimisation steps (overrides the profile)") -> None:
+    """The options every training script shares (diffusers examples' names where they exist)."""
+    parser.add_argument("--slices", type=Path, required=True, help="prepared slices folder (prepare_data.py)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder; one fold{K}/ per fold")
+    parser.add_argument("--profile", required=True, help="settings profile (smoke, default, paper)")
+    parser.add_argument("--fold", "--folds", dest="fold", type=folds_argument, help="folds to train, e.g. 1 or 1-5 (default: all)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint; skip finished folds")
+    if steps_help:
+        parser.add_argument("--steps", type=int, help=steps_help)
+    parser.add_argument("--checkpointing_steps", type=int, help="save a resumable checkpoint every N steps")
+    parser.add_argument("--seed", type=int, help="base seed (per-fold seeds derive from it)")

@@ -57,17 +57,38 @@ def generators(seeds: Sequence[int], stream: int) -> list[torch.Generator]:
 
 
 @torch.no_grad()
-def sample_masks(
+def sample_unconditional(
     unet: UNet2DModel, vae: AutoencoderKL, training_config: dict, seeds: Sequence[int], sampler: str, steps: int, device
-) -> np.ndarray:
-    """{0,1} uint8 masks (n, H, W): mask latents decoded and binarised at 0.5."""
+) -> torch.Tensor:
+    """Decoded samples (n, C, H, W) in about [-1, 1] of an unconditional LDM (MASK_NOISE stream)."""
     shape = (len(seeds), unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
 
     def predict(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return unet(z.to(unet.dtype), t).sample.float()
 
     z = denoise(predict, shape, make_sampler(sampler, training_config), steps, generators(seeds, MASK_NOISE), device)
-    return binarise(decode_latents(vae, z.to(vae.dtype)))
+    return decode_latents(vae, z.to(vae.dtype))
+
+
+def sample_masks(
+    unet: UNet2DModel, vae: AutoencoderKL, training_config: dict, seeds: Sequence[int], sampler: str, steps: int, device
+) -> np.ndarray:
+    """{0,1} uint8 masks (n, H, W): mask latents decoded and binarised at 0.5."""
+    return binarise(sample_unconditional(unet, vae, training_config, seeds, sampler, steps, device))
+
+
+def sample_joint(
+    unet: UNet2DModel, vae: AutoencoderKL, training_config: dict, seeds: Sequence[int], sampler: str, steps: int, device
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one-step baseline's pairs: ({0,1} uint8 masks, uint8 images), each (n, H, W).
+
+    The joint autoencoder decodes (image, mask) as channels 0 and 1 (``tasks.vae_inputs``); the
+    mask channel is binarised at 0.5 like the mask generator's.
+    """
+    x = sample_unconditional(unet, vae, training_config, seeds, sampler, steps, device)
+    if x.shape[1] != 2:
+        raise InputError(f"one-step sampling needs the joint (image, mask) autoencoder; this one decodes {x.shape[1]} channel(s)")
+    return binarise(x[:, 1:2]), to_uint8(x[:, 0:1])
 
 
 @torch.no_grad()

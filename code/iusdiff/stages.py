@@ -112,6 +112,16 @@ def _sample_args(ctx: Context) -> list[str]:
     ]
 
 
+def _downstream_args(ctx: Context) -> list[str]:
+    cfg = ctx.profile["downstream"]
+    return [
+        "--slices", "slices", "--samples", SAMPLES_DIR, "--out", "downstream", "--profile", ctx.profile["name"],
+        "--fig-dir", "figures", "--table-dir", "tables", "--results", "results/fig9.csv",
+        "--folds", ",".join(str(f) for f in cfg["folds"]), "--ratios", ",".join(str(r) for r in cfg["ratios"]),
+        "--trainer", cfg["trainer"], "--device", cfg["device"], "--seed", cfg["seed"], "--workers", cfg["workers"],
+    ]
+
+
 STAGES: list[Stage] = [
     Stage(
         name="phantom",
@@ -143,46 +153,210 @@ STAGES: list[Stage] = [
     Stage(
         name="table1",
         script="make_table1.py",
-        outputs=("tables/table1.csv", "tables/table1.md", "tables/table1.tex"),
+        outputs=("tables/table1.csv", "tables/table1.md", "tables/table1.tex", "results/table1.csv"),
         args=lambda ctx: ["--slices", "slices", "--out-dir", "tables", "--profile", ctx.profile["name"]],
         deps=("slices",),
     ),
-    # The two-step generator (SPEC §4). Each script loops over the five folds and writes
-    # OUT/<stage>/fold{K}/; --resume skips finished folds and continues an interrupted one.
+    # The two-step generator (SPEC §4): one instance per fold ("vae_image@fold3"), so folds can
+    # run as separate jobs; each writes OUT/<stage>/fold{K}/ and resumes an interrupted training.
     Stage(
         name="vae_image",
         script="train_vae.py",
-        outputs=(f"{MODELS_DIR}/vae_image",),
+        outputs=(f"{MODELS_DIR}/vae_image/fold{{fold}}",),
         args=_train_vae_args("image"),
         deps=("slices",),
         preflight=check_pretrained_weights,
+        per_fold=True,
+        distributed=True,
     ),
     Stage(
         name="vae_mask",
         script="train_vae.py",
-        outputs=(f"{MODELS_DIR}/vae_mask",),
+        outputs=(f"{MODELS_DIR}/vae_mask/fold{{fold}}",),
         args=_train_vae_args("mask"),
         deps=("slices",),
+        per_fold=True,
+        distributed=True,
     ),
     Stage(
         name="ldm_mask",
         script="train_ldm.py",
-        outputs=(f"{MODELS_DIR}/ldm_mask",),
+        outputs=(f"{MODELS_DIR}/ldm_mask/fold{{fold}}",),
         args=_train_ldm_args("mask", "vae_mask"),
         deps=("slices", "vae_mask"),
+        per_fold=True,
+        distributed=True,
     ),
     Stage(
         name="ldm_ius",
         script="train_ldm.py",
-        outputs=(f"{MODELS_DIR}/ldm_ius",),
+        outputs=(f"{MODELS_DIR}/ldm_ius/fold{{fold}}",),
         args=_train_ldm_args("ius", "vae_image"),
         deps=("slices", "vae_image"),
+        per_fold=True,
+        distributed=True,
     ),
     Stage(
         name="sample",
         script="sample.py",
-        outputs=(SAMPLES_DIR,),
+        outputs=(f"{SAMPLES_DIR}/fold{{fold}}",),
         args=_sample_args,
         deps=("slices", "vae_mask", "ldm_mask", "vae_image", "ldm_ius"),
+        per_fold=True,
+    ),
+    # --- baselines (issue 5) go here ---
+    # Pix2Pix baseline: mask -> image, then run on the proposed model's first N masks per fold.
+    Stage(
+        name="pix2pix",
+        script="train_pix2pix.py",
+        outputs=(f"{MODELS_DIR}/pix2pix/fold{{fold}}",),
+        args=lambda ctx: [
+            "--slices", "slices", "--out", f"{MODELS_DIR}/pix2pix", "--profile", ctx.profile["name"], "--resume",
+        ],
+        deps=("slices",),
+        per_fold=True,
+        distributed=False,
+    ),
+    Stage(
+        name="sample_pix2pix",
+        script="sample_pix2pix.py",
+        outputs=("samples/pix2pix/fold{fold}",),
+        args=lambda ctx: [
+            "--slices", "slices", "--models", f"{MODELS_DIR}/pix2pix", "--masks", SAMPLES_DIR,
+            "--out", "samples/pix2pix", "--profile", ctx.profile["name"], "--resume",
+        ],
+        deps=("slices", "pix2pix", "sample"),
+        per_fold=True,
+    ),
+    # One-step baseline: a joint (image, mask) autoencoder and an unconditional LDM on its latent.
+    Stage(
+        name="vae_joint",
+        script="train_vae.py",
+        outputs=(f"{MODELS_DIR}/vae_joint/fold{{fold}}",),
+        args=_train_vae_args("joint"),
+        deps=("slices",),
+        preflight=check_pretrained_weights,
+        per_fold=True,
+        distributed=True,
+    ),
+    Stage(
+        name="ldm_onestep",
+        script="train_ldm.py",
+        outputs=(f"{MODELS_DIR}/ldm_onestep/fold{{fold}}",),
+        args=_train_ldm_args("onestep", "vae_joint"),
+        deps=("slices", "vae_joint"),
+        per_fold=True,
+        distributed=True,
+    ),
+    Stage(
+        name="sample_onestep",
+        script="sample.py",
+        outputs=("samples/onestep/fold{fold}",),
+        args=lambda ctx: [
+            "--model", "onestep", "--slices", "slices",
+            "--joint-vae", f"{MODELS_DIR}/vae_joint", "--onestep-ldm", f"{MODELS_DIR}/ldm_onestep",
+            "--out", "samples/onestep", "--profile", ctx.profile["name"], "--resume",
+        ],
+        deps=("slices", "vae_joint", "ldm_onestep"),
+        per_fold=True,
+    ),
+    # ControlNet baseline: phase A (UNet on iUS) and phase B (ControlNet, UNet frozen) on the
+    # proposed model's image VAE; it paints the proposed model's masks.
+    Stage(
+        name="controlnet",
+        script="train_controlnet.py",
+        outputs=(f"{MODELS_DIR}/controlnet/fold{{fold}}",),
+        args=lambda ctx: [
+            "--slices", "slices", "--vae", f"{MODELS_DIR}/vae_image", "--out", f"{MODELS_DIR}/controlnet",
+            "--profile", ctx.profile["name"], "--resume", *_pretrained_args(ctx, "controlnet"),
+        ],
+        deps=("slices", "vae_image"),
+        preflight=check_pretrained_weights,
+        per_fold=True,
+        distributed=True,
+    ),
+    Stage(
+        name="sample_controlnet",
+        script="sample.py",
+        outputs=("samples/controlnet/fold{fold}",),
+        args=lambda ctx: [
+            "--model", "controlnet", "--slices", "slices", "--image-vae", f"{MODELS_DIR}/vae_image",
+            "--controlnet", f"{MODELS_DIR}/controlnet", "--masks", SAMPLES_DIR,
+            "--out", "samples/controlnet", "--profile", ctx.profile["name"], "--resume",
+        ],
+        deps=("slices", "controlnet", "vae_image", "sample"),
+        per_fold=True,
+    ),
+    # --- evaluation ---
+    Stage(
+        name="evaluate_masks",
+        script="evaluate_masks.py",
+        outputs=(
+            *(f"tables/table{n}.{ext}" for n in (3, 4) for ext in ("csv", "md", "tex")),
+            *(f"figures/fig{n}.{ext}" for n in (4, 6) for ext in ("png", "pdf")),
+            "metrics/masks",
+            "results/table3_4.csv",
+        ),
+        args=lambda ctx: [
+            "--slices", "slices", "--generated", SAMPLES_DIR, "--profile", ctx.profile["name"],
+            "--tables", "tables", "--figures", "figures", "--metrics", "metrics/masks",
+            "--results", "results/table3_4.csv",
+        ],
+        deps=("slices", "sample"),
+    ),
+    Stage(
+        name="downstream",
+        script="downstream_nnunet.py",
+        outputs=(
+            *(f"downstream/{name}" for name in ("entries.csv", "per_image.csv", "summary.json", "options.json", "predictions")),
+            "downstream/nnunet/nnUNet_preprocessed/Dataset901_IUS/splits_final.json",
+            "figures/fig9.png", "figures/fig9.pdf",
+            "tables/fig9.csv", "tables/fig9.md", "tables/fig9.tex",
+            "results/fig9.csv",
+        ),
+        volatile=("downstream/nnunet", "downstream/logs"),
+        args=_downstream_args,
+        deps=("slices", "sample"),
+    ),
+    # --- Table 2 and Figs. 3, 5, 7, 8, 10 (issue 6) go here ---
+    Stage(
+        name="evaluate_images",
+        script="evaluate_images.py",
+        outputs=(
+            *(f"tables/table2.{ext}" for ext in ("csv", "md", "tex")),
+            "figures/fig8.png", "figures/fig8.pdf", "metrics/images", "results/table2.csv",
+        ),
+        volatile=("logs/evaluate_images",),
+        args=lambda ctx: [
+            "--slices", "slices", "--samples", "samples", "--models", "proposed,pix2pix,controlnet,onestep",
+            "--profile", ctx.profile["name"], "--tables", "tables", "--figures", "figures", "--metrics", "metrics/images",
+            "--results", "results/table2.csv", "--downstream", "downstream", "--logs", "logs/evaluate_images",
+            "--segmenter", ctx.profile["evaluate_images"]["segmenter"],
+            "--fid-max-images", ctx.profile["evaluate_images"]["fid_max_images"],
+            *(["--medsam-checkpoint", str(ctx.repo / ctx.profile["evaluate_images"]["medsam_checkpoint"])]
+              if "medsam_checkpoint" in ctx.profile["evaluate_images"] else []),
+        ],
+        deps=("slices", "sample", "sample_pix2pix", "sample_controlnet", "sample_onestep", "downstream"),
+    ),
+    Stage(
+        name="figures",
+        script="make_figures.py",
+        outputs=(
+            *(f"figures/{name}.{ext}" for name in ("fig3", "fig5", "fig7", "fig10", "contact_sheet") for ext in ("png", "pdf")),
+            "metrics/figures",
+        ),
+        args=lambda ctx: [
+            "--slices", "slices", "--samples", "samples", "--profile", ctx.profile["name"], "--figures", "figures",
+            "--options", "metrics/figures/options.json",
+        ],
+        deps=("slices", "sample", "sample_pix2pix", "sample_controlnet", "sample_onestep"),
+    ),
+    Stage(
+        name="report",
+        script="make_report.py",
+        outputs=(),
+        volatile=("report.md",),
+        args=lambda ctx: ["--results", "results", "--profile", ctx.profile["name"], "--out", "report.md"],
+        deps=("table1", "evaluate_masks", "downstream", "evaluate_images", "figures"),
     ),
 ]

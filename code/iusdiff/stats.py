@@ -15,6 +15,7 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import scipy.stats
@@ -168,3 +169,20 @@ def stars(p: float) -> str:
         if p <= threshold:
             return label
     return "*"
+
+
+K = TypeVar("K")
+
+
+def rank_ready(groups: Mapping[K, np.ndarray]) -> dict[K, np.ndarray]:
+    """Replace +inf (HD95 of an empty prediction) by a finite value worse than any finite one,
+    for the rank-based tests.
+
+    The surrogate exceeds the largest finite value by more than the finite range, so an empty
+    prediction ranks last in Friedman and its difference ranks first in the signed-rank test;
+    two empty predictions tie (difference 0, dropped by the test).
+    """
+    finite = np.concatenate([g[np.isfinite(g)] for g in groups.values()]) if groups else np.zeros(0)
+    top = float(finite.max()) if finite.size else 0.0
+    span = float(finite.max() - finite.min()) if finite.size else 0.0
+    return {k: np.where(np.isposinf(v), top + 2.0 * span + 1.0, v) for k, v in groups.items()}

@@ -1,8 +1,9 @@
 """The three training tasks of the two-step generator, run by :func:`iusdiff.training.train`.
 
 * :class:`VaeTask`: an AutoencoderKL on images, masks, or both stacked (one-step baseline).
-* :class:`LdmTask`: epsilon-prediction on VAE latents; unconditional (mask generator) or
-  mask-conditioned with condition dropout for classifier-free guidance (iUS generator).
+* :class:`LdmTask`: epsilon-prediction on VAE latents; unconditional (mask generator, one-step
+  baseline, ControlNet phase A) or mask-conditioned with condition dropout for classifier-free
+  guidance (iUS generator; ControlNet phase B, see :mod:`iusdiff.controlnet`).
 
 Each step draws its batch, augmentation, posterior sample, noise, timesteps and condition
 dropout from generators seeded by (seed, step, stream), so a step is a function of its number.
@@ -42,7 +43,7 @@ from iusdiff.losses import (
     generator_adversarial_loss,
     kl_loss,
 )
-from iusdiff.models import MaskConditionedUNet, encode_latents, normalise_latents
+from iusdiff.models import encode_latents, normalise_latents
 
 KINDS = ("image", "mask", "joint")
 EVAL_BATCH = 32
@@ -250,7 +251,8 @@ class LatentSource:
 
 
 class LdmTask:
-    """Epsilon-prediction MSE; the iUS model gets masks and drops them with ``uncond_prob``."""
+    """Epsilon-prediction MSE. A mask-conditioned model (``mask_conditioned = True``: the
+    proposed iUS model, the ControlNet) gets masks and drops them with ``uncond_prob``."""
 
     def __init__(
         self,
@@ -264,7 +266,7 @@ class LdmTask:
         save: Callable[[torch.nn.Module, Path], None],
         validate_fid: Callable[[torch.nn.Module], float] | None = None,
     ) -> None:
-        self.conditional = isinstance(model, MaskConditionedUNet)
+        self.conditional = getattr(model, "mask_conditioned", False)  # model(z, t, masks, drop) vs model(z, t).sample
         self.cfg, self.acc, self.source, self.scheduler = cfg, accelerator, source, scheduler
         self.ema = copy.deepcopy(model).requires_grad_(False).to(accelerator.device) if cfg["ema_decay"] > 0 else None
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"])

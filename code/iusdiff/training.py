@@ -70,6 +70,18 @@ class LoopConfig:
     warmup_steps: int = 0
     lr_schedule: str = "constant"
 
+    @classmethod
+    def from_settings(cls, cfg: dict, steps: int) -> LoopConfig:
+        """The loop settings of a profile section (warm-up and schedule optional)."""
+        return cls(
+            steps=steps,
+            validation_steps=cfg["validation_steps"],
+            checkpointing_steps=cfg["checkpointing_steps"],
+            keep_checkpoints=cfg["keep_checkpoints"],
+            warmup_steps=cfg.get("warmup_steps", 0),
+            lr_schedule=cfg.get("lr_schedule", "constant"),
+        )
+
 
 def lr_factor(step: int, cfg: LoopConfig) -> float:
     """Linear warm-up, then constant (the paper's) or cosine decay to zero at the last step
@@ -224,8 +236,13 @@ def resumable_checkpoint(root: Path, key: str, log: Callable[[str], None]) -> Pa
 
 
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:
-    """A CSV of logged values per step (repr floats: identical runs give identical bytes)."""
-    fields = list(dict.fromkeys(k for row in rows for k in row))
+    """A CSV of logged values per step (repr floats: identical runs give identical bytes).
+
+    Columns: ``step``, then the rest sorted, because a resumed run reads its earlier rows back
+    from a checkpoint's JSON, whose keys are sorted; first-seen order would differ after resume.
+    """
+    keys = {k for row in rows for k in row}
+    fields = [k for k in ("step",) if k in keys] + sorted(keys - {"step"})
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n")
         writer.writeheader()

@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""Generated iUS images per fold and model: Table 2 (FID, KID, DSC, HD95), Fig. 8, per-image metrics.
+
+    python code/evaluate_images.py --slices slices --samples samples --profile P \
+        [--models proposed,pix2pix,controlnet,onestep] [--tables tables] [--figures figures] \
+        [--metrics metrics/images] [--results results/table2.csv] [--segmenter medsam|standin|auto] \
+        [--medsam-checkpoint PATH] [--downstream downstream] [--folds 1-5] [--fid-max-images N]
+
+--samples holds one folder per model in the sample contract (iusdiff.samples); a model whose
+folder is absent is skipped and the table says so. Per fold, the first N pairs of each model are
+evaluated (N = the fold's training images). FID/KID compare them with the fold's real training
+images (at most --fid-max-images per set, 0 = all). DSC/HD95 compare a segmenter's prediction on
+each generated image with its conditioning mask: MedSAM, or the stand-in R = 0 nnU-Net of the
+fold from --downstream (folds without one get no DSC/HD95, and the table says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from iusdiff.cli import cases_argument, run, save_options
+from iusdiff.config import PROFILES, load_profile, provenance
+from iusdiff.downstream import captured_output, limit_cpu_threads, restore_matplotlib_defaults
+from iusdiff.errors import InputError
+from iusdiff.fid import InceptionFeatures, features_for_images
+from iusdiff.fidelity import (
+    MEDSAM_SEGMENTER,
+    Fidelity,
+    MODELS,
+    STANDIN_SEGMENTER,
+    MedSamSegmenter,
+    ModelFold,
+    NnUNetSegmenter,
+    PerImage,
+    compare_models,
+    comparison_numbers,
+    fidelity,
+    generated_samples,
+    generator_label,
+    image_quality,
+    ordered_models,
+    result_numbers,
+    spaced_subset,
+    standin_model,
+    summarise_fidelity,
+    table2,
+    write_per_image,
+)
+from iusdiff.figures import fig8
+from iusdiff.io import atomic_path, load_mask_png, load_png, save_png
+from iusdiff.plotting import save_figure
+from iusdiff.results import write_results
+from iusdiff.samples import Sample, fold_dir
+from iusdiff.slices import SliceDataset, load_dataset
+from iusdiff.tables import write_table
+
+Segmenter = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (image, conditioning mask) -> {0,1} prediction
+SUMMARY_FIELDS = ("model", "fold", "n_images", "n_fid_real", "n_fid_gen", "fid", "kid", "kid_std", "dsc", "hd95",
+                  "n_empty_masks", "n_empty_predictions", "segmenter")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=Path, required=True, help="folder written by prepare_data.py")
+    parser.add_argument("--samples", type=Path, required=True, help="one folder per model, each with fold{K}/manifest.csv")
+    parser.add_argument("--models", type=lambda v: [m for m in v.split(",") if m], default=list(MODELS))
+    parser.add_argument("--profile", choices=PROFILES, required=True)
+    parser.add_argument("--tables", type=Path, default=Path("tables"))
+    parser.add_argument("--figures", type=Path, default=Path("figures"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/images"))
+    parser.add_argument("--results", type=Path, default=Path("results/table2.csv"), help="long-format numbers for the report")
+    parser.add_argument("--segmenter", choices=("medsam", "standin", "auto"), help="default: the profile's; auto = MedSAM "
+                        "when the checkpoint exists, else the stand-in")
+    parser.add_argument("--medsam-checkpoint", type=Path, default=Path("weights/medsam_vit_b.pth"))
+    parser.add_argument("--downstream", type=Path, default=Path("downstream"), help="downstream study folder (stand-in segmenter)")
+    parser.add_argument("--folds", type=cases_argument, default=[1, 2, 3, 4, 5])
+    parser.add_argument("--fid-max-images", type=int, help="images per set for FID/KID, 0 = all (default: the profile's)")
+    parser.add_argument("--feature-cache", type=Path, default=Path("cache/inception"), help="Inception features by content hash")
+    parser.add_argument("--logs", type=Path, default=Path("logs/evaluate_images"), help="nnU-Net's output while it loads")
+    parser.add_argument("--device", help="torch device (default: the profile's)")
+    return parser.parse_args(argv)
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One model's generated sets: where, and what made them when that is not a trained model."""
+
+    name: str
+    root: Path
+    standin: str  # the stand-in generator's label, "" for a trained model
+
+
+def find_models(samples: Path, models: list[str], folds: list[int]) -> tuple[dict[str, ModelInput], dict[str, str]]:
+    """Models with a sample folder, and the reason for each one without."""
+    present, skipped = {}, {}
+    for model in models:
+        root = samples / model
+        if root.is_dir():
+            present[model] = ModelInput(model, root, generator_label(root, folds))
+        else:
+            skipped[model] = f"no generated set at {root} (its sampling stage has not run)"
+    return present, skipped
+
+
+def resolve_segmenter(choice: str, checkpoint: Path) -> str:
+    if choice == "auto":
+        return "medsam" if checkpoint.is_file() else "standin"
+    if choice == "medsam" and not checkpoint.is_file():
+        raise InputError(f"--segmenter medsam: MedSAM checkpoint not found at {checkpoint} (use --segmenter standin or auto)")
+    return choice
+
+
+def fold_segmenter(kind: str, args: argparse.Namespace, fold: int, cfg: dict) -> tuple[Segmenter | None, str]:
+    """(segmenter, its label) for a fold, or (None, why there is none)."""
+    if kind == "medsam":
+        return MedSamSegmenter(args.medsam_checkpoint, args.device), MEDSAM_SEGMENTER
+    found = standin_model(args.downstream, fold)
+    if isinstance(found, str):
+        return None, found
+    with captured_output(args.logs / f"nnunet_fold{fold}.txt"):
+        segmenter = NnUNetSegmenter(*found, device=args.device, mirroring=cfg["standin_mirroring"])
+    return segmenter, STANDIN_SEGMENTER
+
+
+def real_features(dataset: SliceDataset, fold: int, cap: int | None, args: argparse.Namespace, extractor: InceptionFeatures) -> np.ndarray:
+    records = dataset.select(fold, "train")
+    images = [dataset.image(records[i]) for i in spaced_subset(len(records), cap)]
+    return features_for_images(images, args.feature_cache, extractor)
+
+
+def segment_set(segmenter: Segmenter, model: ModelInput, samples: list[Sample], fold: int, args: argparse.Namespace,
+                label: str) -> list[Fidelity]:
+    """Segment every generated image, save the predictions and the per-image CSV."""
+    root, out, scores = fold_dir(model.root, fold), args.metrics / model.name / f"fold{fold}", []
+    for sample in tqdm(samples, desc=f"{model.name} fold {fold}: segment", unit="image", leave=False):
+        condition = load_mask_png(root / sample.mask)
+        prediction = segmenter(load_png(root / sample.image), condition)
+        save_png(out / "pred" / f"{sample.index:05d}.png", prediction)
+        scores.append(fidelity(sample.index, prediction, condition))
+    write_per_image(out / "per_image.csv", samples, scores, label)
+    return scores
+
+
+@dataclass(frozen=True)
+class FoldOutcome:
+    """One fold's Table 2 numbers, Fig. 8 rows, and which segmenter scored it (or why none did)."""
+
+    entries: list[ModelFold]
+    per_image: list[PerImage]
+    segmenter: str | None
+    no_segmenter: str | None
+
+
+def evaluate_fold(fold: int, dataset: SliceDataset, models: dict[str, ModelInput], kind: str, args: argparse.Namespace,
+                  cfg: dict, extractor: InceptionFeatures, cap: int | None, log: list[dict]) -> FoldOutcome:
+    """Every model's Table 2 numbers for one fold, and the per-image rows for Fig. 8."""
+    n = len(dataset.select(fold, "train"))
+    sets = {m: generated_samples(inp.root, fold, n) for m, inp in models.items()}  # check inputs before work
+    real = real_features(dataset, fold, cap, args, extractor)
+    segmenter, seg_label = fold_segmenter(kind, args, fold, cfg)
+    entries, per_image = [], []
+    for model, samples in sets.items():
+        started = time.monotonic()
+        chosen = [samples[i] for i in spaced_subset(len(samples), cap)]
+        gen = features_for_images([fold_dir(models[model].root, fold) / s.image for s in chosen], args.feature_cache, extractor)
+        quality = image_quality(real, gen)
+        values = {"FID": quality.fid, "KID": quality.kid}
+        row = {"model": model, "fold": fold, "n_images": n, "n_fid_real": quality.n_real, "n_fid_gen": quality.n_gen,
+               "fid": quality.fid, "kid": quality.kid, "kid_std": quality.kid_std, "segmenter": seg_label}
+        if segmenter is not None:
+            scores = segment_set(segmenter, models[model], samples, fold, args, seg_label)
+            summary = summarise_fidelity(scores)
+            values |= {"DSC": summary["dsc"], "HD": summary["hd"]}
+            row |= {"dsc": summary["dsc"], "hd95": summary["hd"], "n_empty_masks": summary["n_empty_masks"],
+                    "n_empty_predictions": summary["n_empty_predictions"]}
+            per_image += [PerImage(model, fold, s.index, f.dice, f.hd95) for s, f in zip(samples, scores, strict=True)]
+        entries.append(ModelFold(model, fold, values))
+        log.append(row)
+        print(f"fold {fold} {model}: FID {quality.fid:.2f}, KID {quality.kid:.4f}"
+              + (f", DSC {values['DSC']:.3f}, HD95 {values['HD']:.2f}" if "DSC" in values else f" (no DSC/HD95: {seg_label})")
+              + f" [{time.monotonic() - started:.1f} s]")
+    if segmenter is None:
+        return FoldOutcome(entries, per_image, None, seg_label)
+    return FoldOutcome(entries, per_image, seg_label, None)
+
+
+def write_summary(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SUMMARY_FIELDS, lineterminator="\n", restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def fid_note(extractor: InceptionFeatures, cap: int | None) -> str:
+    count = f"at most {cap} images per set, evenly spaced by index (paper: all)" if cap else "all images of each set"
+    return f"FID/KID: {extractor.label} pool3 features, generated vs the fold's real training images, {count}"
+
+
+def table_notes(profile, extractor, cap, seg_labels, seg_missing, log, size_px) -> list[str]:
+    notes = [f"Data: {provenance(profile)}.", fid_note(extractor, cap) + "; KID is the mean over 100 subsets of "
+             "min(50, n) (std in metrics/images/summary.csv)."]
+    for label in sorted(set(seg_labels.values())):
+        folds = ", ".join(str(f) for f, v in seg_labels.items() if v == label)
+        notes.append(f"DSC/HD95 (fold {folds}): {label}; HD95 in px at {size_px} px (paper: 256 px).")
+    for fold, reason in seg_missing.items():
+        notes.append(f"DSC/HD95 missing for fold {fold}: {reason}.")
+    empties = [f"{MODELS[r['model']]} fold {r['fold']}: {r['n_empty_masks']} empty masks, {r['n_empty_predictions']} empty predictions"
+               for r in log if r.get("n_empty_masks") or r.get("n_empty_predictions")]
+    notes.append("Empty conditioning masks are left out of DSC/HD95; an empty prediction counts as DSC 0 and HD95 = inf "
+                 "(not averaged). " + ("; ".join(empties) + "." if empties else "None occurred."))
+    return notes
+
+
+def number_labels(profile, models, inputs, extractor, cap, seg_labels) -> dict[tuple[str, str], str]:
+    labels = {}
+    for model in models:
+        base = [provenance(profile)] + ([inputs[model].standin] if model in inputs and inputs[model].standin else [])
+        for metric in ("FID", "KID"):
+            labels[(model, metric)] = "; ".join(base + [fid_note(extractor, cap)])
+        for metric in ("DSC", "HD"):
+            labels[(model, metric)] = "; ".join(base + sorted(set(seg_labels.values())))
+    return labels
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    profile = load_profile(args.profile)
+    cfg = profile["evaluate_images"]
+    args.device = args.device or cfg["device"]
+    args.segmenter = args.segmenter or cfg["segmenter"]
+    args.fid_max_images = cfg["fid_max_images"] if args.fid_max_images is None else args.fid_max_images
+    cap = args.fid_max_images or None
+    models = ordered_models(args.models)
+    dataset = load_dataset(args.slices)
+    inputs, skipped = find_models(args.samples, models, args.folds)
+    kind = resolve_segmenter(args.segmenter, args.medsam_checkpoint)
+    args.logs.mkdir(parents=True, exist_ok=True)
+    limit_cpu_threads(args.device, 1)
+    extractor = InceptionFeatures(device=args.device, progress=False)
+    entries, per_image, log, seg_labels, seg_missing = [], [], [], {}, {}
+    for fold in args.folds:
+        outcome = evaluate_fold(fold, dataset, inputs, kind, args, cfg, extractor, cap, log)
+        entries += outcome.entries
+        per_image += outcome.per_image
+        if outcome.segmenter:
+            seg_labels[fold] = outcome.segmenter
+        if outcome.no_segmenter:
+            seg_missing[fold] = outcome.no_segmenter
+    restore_matplotlib_defaults()
+    size_px = dataset.image(dataset.records[0]).shape[0]
+    write_summary(args.metrics / "summary.csv", log)
+    model_labels = {m: i.standin for m, i in inputs.items() if i.standin}
+    notes = table_notes(profile, extractor, cap, seg_labels, seg_missing, log, size_px)
+    write_table(table2(entries, models, args.folds, skipped, model_labels, notes), args.tables)
+    labels = number_labels(profile, models, inputs, extractor, cap, seg_labels)
+    numbers = result_numbers(entries, models, args.folds, labels)
+    segmented = [m for m in models if any(r.model == m for r in per_image)]
+    comparisons = {metric: compare_models(per_image, segmented, metric) for metric in ("dice", "hd95")}
+    fig_labels = [provenance(profile), *sorted(set(seg_labels.values()))] + [f"{MODELS[m]}: {l}" for m, l in model_labels.items()]
+    fig_labels += [f"{MODELS[m]}: not run" for m in skipped]
+    if seg_missing:
+        fig_labels.append(f"no DSC/HD95 for fold {', '.join(map(str, seg_missing))} (no segmenter; see Table 2's notes)")
+    for comparison in comparisons.values():
+        numbers += comparison_numbers(comparison, "; ".join(fig_labels))
+    write_results(args.results, numbers)
+    save_figure(fig8(comparisons, fig_labels), args.figures / "fig8")
+    save_options(args.metrics / "options.json", args, segmenter=sorted(set(seg_labels.values())), skipped=skipped,
+                 standin_generators=model_labels, feature_extractor=extractor.identity)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,210 @@
+"""The ControlNet baseline: phase A -> phase B hand-over, frozen UNet, resume, sampling contract."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, ControlNetModel
+from safetensors.torch import load_file
+
+import sample
+import train_controlnet
+from iusdiff.controlnet import CONTROLNET_DIR, ControlledUNet, ControlNetTask, PromptedUNet, build_controlnet, build_phase_a
+from iusdiff.config import load_profile
+from iusdiff.data import Augmentation, FoldData
+from iusdiff.errors import InputError
+from iusdiff.io import load_png, save_png, write_json
+from iusdiff.models import build_vae, noise_scheduler, zero_text_embedding
+from iusdiff.pipeline import Context
+from iusdiff.samples import Sample, write_manifest
+from iusdiff.stages import STAGES
+from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, validation_latents
+from iusdiff.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
+
+SIZE = 32
+LOOP = LoopConfig(steps=4, validation_steps=2, checkpointing_steps=2, keep_checkpoints=1, warmup_steps=1, lr_schedule="cosine")
+VAE_CFG = {"block_out_channels": [4, 4, 4], "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 4}  # x4
+UNET_CFG = {
+    "block_out_channels": [8, 8], "layers_per_block": 1, "attention": [False, True], "attention_head_dim": 4,
+    "norm_num_groups": 4, "cross_attention_dim": 8,
+}
+LDM_CFG = {"lr": 1e-3, "validation_repeats": 1, "ema_decay": 0.9, "timesteps": 1000, "beta_start": 0.001, "beta_end": 0.02}
+
+
+def fold_data(n: int, seed: int, size: int = SIZE) -> FoldData:
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        r, c = rng.integers(4, size - 12, 2)
+        masks[i, r : r + 8, c : c + 6] = 1
+    images = (rng.integers(0, 120, (n, size, size)) + 100 * masks).astype(np.uint8)
+    return FoldData(images=images, masks=masks, records=tuple(range(n)))
+
+
+def tiny_vae(channels: int = 1) -> AutoencoderKL:
+    set_determinism(0)
+    return build_vae(VAE_CFG, channels, SIZE).requires_grad_(False).eval()
+
+
+def latent_source(vae: AutoencoderKL, acc, kind: str = "image") -> LatentSource:
+    batches = PairedBatches(fold_data(12, 0), Augmentation(), 4, seed=5, accelerator=acc)
+    return LatentSource(batches, vae, kind, copies=0, sample=True, device=acc.device)
+
+
+def phase_a_task() -> LdmTask:
+    acc, vae = make_accelerator("no"), tiny_vae()
+    set_determinism(1)
+    model = build_phase_a(UNET_CFG, SIZE // 4, 4, None, zero_text_embedding(1, 8))
+    z, masks = validation_latents(vae, "image", fold_data(4, 1), acc.device)
+    return LdmTask(model, latent_source(vae, acc), noise_scheduler(LDM_CFG), z, masks, LDM_CFG, acc, lambda m, f: m.save(f))
+
+
+def phase_b_task(base: PromptedUNet | None = None) -> ControlNetTask:
+    acc, vae = make_accelerator("no"), tiny_vae()
+    set_determinism(2)
+    base = base or build_phase_a(UNET_CFG, SIZE // 4, 4, None, zero_text_embedding(1, 8))
+    model = ControlledUNet(base, build_controlnet(base.unet, (4, 4, 4), vae))
+    z, masks = validation_latents(vae, "image", fold_data(4, 1), acc.device)
+    save = lambda m, f: m.controlnet.save_pretrained(f / CONTROLNET_DIR)  # noqa: E731
+    return ControlNetTask(model, latent_source(vae, acc), noise_scheduler(LDM_CFG), z, masks, LDM_CFG, acc, save)
+
+
+def run(task, out: Path, resume: bool = False):
+    return train(task, LOOP, out, run_key("test"), task.acc, resume, desc="test", log=lambda _: None)
+
+
+def test_from_unet_copies_the_trained_phase_a_unet_and_phase_b_leaves_it_frozen(tmp_path):
+    task_a = phase_a_task()
+    run(task_a, tmp_path / "a")
+    base = PromptedUNet.load(tmp_path / "a" / MODEL_DIR)
+    fresh = build_phase_a(UNET_CFG, SIZE // 4, 4, None, zero_text_embedding(1, 8))
+    assert any(not torch.equal(p, q) for p, q in zip(base.unet.parameters(), fresh.unet.parameters()))  # trained
+    task_b = phase_b_task(base)
+    controlnet = task_b.acc.unwrap_model(task_b.model).controlnet
+    unet_state = {k: v.clone() for k, v in base.unet.state_dict().items()}
+    for part in ("conv_in", "time_embedding", "down_blocks", "mid_block"):
+        copied = getattr(controlnet, part).state_dict()
+        assert copied and all(torch.equal(v, unet_state[f"{part}.{k}"]) for k, v in copied.items())
+    before = {k: v.clone() for k, v in controlnet.state_dict().items()}
+    task_b.train_step(0)
+    assert all(torch.equal(v, unet_state[k]) for k, v in base.unet.state_dict().items())  # frozen
+    assert not all(p.requires_grad for p in task_b.model.parameters())
+    assert any(not torch.equal(v, before[k]) for k, v in controlnet.state_dict().items())  # trained
+    assert set(task_b.modules()) == {"controlnet", "ema"}  # checkpoints hold no copy of the frozen UNet
+
+
+def test_the_conditioning_embedding_must_reach_the_latent_resolution():
+    unet = build_phase_a(UNET_CFG, SIZE // 4, 4, None, zero_text_embedding(1, 8)).unet
+    with pytest.raises(InputError, match="the VAE needs 2"):
+        build_controlnet(unet, (4, 4, 4, 4), tiny_vae())
+    assert build_controlnet(unet, (4, 4, 4), tiny_vae()).config.conditioning_channels == 1
+
+
+@pytest.mark.parametrize("make", [phase_a_task, phase_b_task], ids=["phase-a", "phase-b"])
+def test_an_interrupted_phase_resumes_into_the_same_run(tmp_path, make):
+    straight = run(make(), tmp_path / "straight")
+    task = make()
+    original = task.train_step
+
+    def interrupted(step: int):
+        if step == 3:
+            raise KeyboardInterrupt
+        return original(step)
+
+    task.train_step = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        run(task, tmp_path / "resumed")
+    assert [p.name for p in (tmp_path / "resumed" / CHECKPOINTS).iterdir()] == ["step-0000002"]
+    resumed = run(make(), tmp_path / "resumed", resume=True)
+    assert resumed.history == straight.history and resumed.validation == straight.validation
+    for a, b in zip(sorted((tmp_path / "straight" / MODEL_DIR).rglob("*.safetensors")),
+                    sorted((tmp_path / "resumed" / MODEL_DIR).rglob("*.safetensors"))):
+        assert all(torch.equal(v, load_file(b)[k]) for k, v in load_file(a).items())
+
+
+# ---------------------------------------------------------------------------------------------
+# The scripts, in process, on a tiny slices folder with the smoke profile
+
+
+def tiny_slices(root: Path) -> Path:
+    """Subjects 1, 2 train fold 1 (3 slices each), subject 3 validates, 24 tests."""
+    data = fold_data(12, 7)
+    lines = ["subject,slice_index,position_mm,tumour_fraction,image,mask,image_sha256,mask_sha256\n"]
+    for i, subject in enumerate((1, 1, 1, 2, 2, 2, 3, 3, 3, 24, 24, 24)):
+        name = f"s{subject:02d}_k{i:04d}.png"
+        save_png(root / "images" / name, data.images[i])
+        save_png(root / "masks" / name, data.masks[i])
+        image_sha = hashlib.sha256(data.images[i].tobytes()).hexdigest()
+        mask_sha = hashlib.sha256(data.masks[i].tobytes()).hexdigest()
+        lines.append(f"{subject},{i},{i * 1.0},{data.masks[i].mean():.6f},images/{name},masks/{name},{image_sha},{mask_sha}\n")
+    (root / "slices.csv").write_text("".join(lines))
+    write_json(root / "splits.json", {"test": [24], "folds": [{"fold": 1, "train": [1, 2], "val": [3]}]})
+    return root
+
+
+def proposed_samples(root: Path, n: int) -> Path:
+    """A proposed-model set for fold 1 (masks only matter here), 2 x n pairs."""
+    data, samples = fold_data(2 * n, 9), []
+    for index in range(2 * n):
+        name = f"{index:05d}.png"
+        save_png(root / "fold1" / "masks" / name, data.masks[index])
+        save_png(root / "fold1" / "images" / name, data.images[index])
+        samples.append(Sample(index, 1000 + index, f"masks/{name}", f"images/{name}", "ddim", 3, 3.0, 0))
+    write_manifest(root / "fold1" / "manifest.csv", samples)
+    return root
+
+
+def check_contract(folder: Path, n: int, seeds: list[int] | None = None) -> list[dict]:
+    rows = list(csv.DictReader((folder / "manifest.csv").read_text().splitlines()))
+    assert list(rows[0]) == list(sample.MANIFEST_FIELDS) and len(rows) == n
+    assert (folder / "options.json").is_file() and all(float(r["w"]) == 0.0 for r in rows)
+    if seeds is not None:
+        assert [int(r["seed"]) for r in rows] == seeds
+    for row in rows:
+        mask, image = load_png(folder / row["mask"]), load_png(folder / row["image"])
+        assert set(np.unique(mask)) <= {0, 1} and mask.shape == image.shape == (SIZE, SIZE)
+        assert int(row["empty"]) == int(not mask.any())
+    return rows
+
+
+def test_train_controlnet_then_sample_controlnet_writes_the_contract(tmp_path):
+    slices = tiny_slices(tmp_path / "slices")
+    tiny_vae().save_pretrained(tmp_path / "vae_image" / "fold1" / MODEL_DIR)
+    argv = ["--slices", slices, "--vae", tmp_path / "vae_image", "--out", tmp_path / "controlnet", "--profile", "smoke", "--steps", "2"]
+    train_controlnet.main([str(a) for a in argv])
+    fold = tmp_path / "controlnet" / "fold1"
+    assert (fold / "options.json").is_file()
+    assert ControlNetModel.from_pretrained(fold / "phase_b" / MODEL_DIR / CONTROLNET_DIR).config.conditioning_channels == 1
+    masks = proposed_samples(tmp_path / "proposed", 6)
+    argv = ["--model", "controlnet", "--slices", slices, "--image-vae", tmp_path / "vae_image",
+            "--controlnet", tmp_path / "controlnet", "--masks", masks, "--out", tmp_path / "cn", "--profile", "smoke"]
+    sample.main([str(a) for a in argv])
+    rows = check_contract(tmp_path / "cn" / "fold1", 6, seeds=[1000 + i for i in range(6)])  # N = 6 training slices
+    for row in rows:  # the proposed model's masks, in order
+        assert np.array_equal(load_png(tmp_path / "cn" / "fold1" / row["mask"]), load_png(masks / "fold1" / row["mask"]))
+
+
+def test_sample_names_the_folders_a_model_needs(capsys):
+    with pytest.raises(SystemExit):
+        sample.parse_args(["--model", "controlnet", "--slices", "s", "--out", "o", "--profile", "smoke", "--image-vae", "v"])
+    assert "--model controlnet needs --controlnet, --masks" in capsys.readouterr().err
+
+
+BASELINE_STAGES = ("vae_joint", "ldm_onestep", "sample_onestep", "controlnet", "sample_controlnet")
+
+
+def test_baseline_stages_run_for_every_profile_and_the_paper_controlnet_starts_from_sd(tmp_path):
+    stages = {s.name: s for s in STAGES}
+    for profile in ("smoke", "default", "paper"):
+        ctx = Context(profile=load_profile(profile), out=tmp_path, repo=tmp_path, resect_root="r", seg_root="s")
+        for name in BASELINE_STAGES:
+            argv = [str(a) for a in stages[name].args(ctx)]
+            assert stages[name].per_fold and "--resume" in argv and argv[argv.index("--profile") + 1] == profile
+        assert ("--pretrained" in stages["controlnet"].args(ctx)) == (profile == "paper")
+        assert ("--pretrained" in stages["vae_joint"].args(ctx)) == (profile == "paper")
+    assert set(stages["sample_controlnet"].deps) == {"slices", "controlnet", "vae_image", "sample"}

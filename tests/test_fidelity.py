@@ -1,0 +1,255 @@
+"""Table 2 and Fig. 8 logic (iusdiff.fidelity) and evaluate_images.py on a tiny hand-made dataset."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib
+import json
+import math
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_script
+from iusdiff.fid import InceptionFeatures
+from iusdiff.fidelity import (
+    MedSamSegmenter,
+    ModelFold,
+    PerImage,
+    compare_models,
+    fidelity,
+    image_quality,
+    result_numbers,
+    spaced_subset,
+    standin_model,
+    summarise_fidelity,
+    table2,
+)
+from iusdiff.io import load_mask_png, save_png, write_json
+from iusdiff.samples import Sample, write_manifest
+from iusdiff.tables import to_markdown
+
+SIZE = 32
+pytestmark = pytest.mark.filterwarnings("ignore:KID.*fewer than subset_size:UserWarning")
+
+
+def blob(size: int, centre: tuple[int, int], radius: float) -> np.ndarray:
+    rows, cols = np.indices((size, size))
+    return (((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) < radius**2).astype(np.uint8)
+
+
+def pair(rng: np.random.Generator, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """A speckled image, brighter inside a round tumour mask."""
+    mask = blob(SIZE, tuple(rng.integers(12, 20, 2)), radius)
+    image = np.clip(rng.normal(60, 20, (SIZE, SIZE)) + 120 * mask, 0, 255).astype(np.uint8)
+    return image, mask
+
+
+def tiny_slices(root: Path, per_subject: int = 3) -> Path:
+    """A prepared-slices folder: subjects 1, 2 train fold 1, subject 3 validates, 24 tests."""
+    rng = np.random.default_rng(0)
+    lines = ["subject,slice_index,position_mm,tumour_fraction,image,mask,image_sha256,mask_sha256\n"]
+    for subject in (1, 2, 3, 24):
+        for k in range(per_subject):
+            image, mask = pair(rng, 3 + 2 * k)
+            name = f"s{subject:02d}_k{k:04d}.png"
+            save_png(root / "images" / name, image)
+            save_png(root / "masks" / name, mask)
+            digest = hashlib.sha256(image.tobytes()).hexdigest()
+            lines.append(f"{subject},{k},{k * 1.0},{mask.mean():.6f},images/{name},masks/{name},{digest},{digest}\n")
+    (root / "slices.csv").write_text("".join(lines))
+    write_json(root / "splits.json", {"test": [24], "folds": [{"fold": 1, "train": [1, 2], "val": [3]}]})
+    return root
+
+
+def tiny_samples(root: Path, n: int, seed: int, generator: str | None = None, masks_from: Path | None = None) -> Path:
+    """A generated set for fold 1 in the sample contract (optionally on another set's masks)."""
+    rng = np.random.default_rng(seed)
+    folder, samples = root / "fold1", []
+    for index in range(n):
+        image, mask = pair(rng, 2 + index)
+        if masks_from is not None:
+            mask = load_mask_png(masks_from / "fold1" / "masks" / f"{index:05d}.png")
+        name = f"{index:05d}.png"
+        save_png(folder / "images" / name, image)
+        save_png(folder / "masks" / name, mask)
+        samples.append(Sample(index, index, f"masks/{name}", f"images/{name}", "test", 1, 0.0, int(not mask.any())))
+    write_manifest(folder / "manifest.csv", samples)
+    if generator:
+        write_json(root / "options.json", {"generator": generator})
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 2
+
+
+def synthetic_entries() -> list[ModelFold]:
+    return [
+        ModelFold("proposed", 1, {"FID": 100.0, "KID": 0.06, "DSC": 0.85, "HD": 16.0}),
+        ModelFold("proposed", 2, {"FID": 98.0, "KID": 0.05, "DSC": 0.80, "HD": 18.0}),
+        ModelFold("onestep", 1, {"FID": 70.0, "KID": 0.04, "DSC": 0.90, "HD": 17.0}),
+        ModelFold("onestep", 2, {"FID": 80.0, "KID": 0.03}),
+    ]
+
+
+def test_table2_layout_averages_and_bold_direction():
+    table = table2(synthetic_entries(), ["proposed", "onestep", "pix2pix"], [1, 2], {"pix2pix": "no generated set"},
+                   {"onestep": "stand-in generator: perturbed real pairs"}, ["Data: phantom."])
+    assert table.columns == ["Model", "Metric", "Fold 1", "Fold 2", "Average"]
+    rows = {(r[0] or prev, r[1]): r for prev, r in _named(table.rows)}
+    assert rows[("proposed", "FID")][2:] == ["100.00", "98.00", "99.00"]
+    assert rows[("one-step [stand-in]", "DSC")][2:] == ["0.900", "—", "0.900 (1 of 2 folds)"]
+    bold = {(table.rows[r][1], c) for r, c in table.bold}
+    fid_rows = [i for i, r in enumerate(table.rows) if r[1] == "FID"]
+    # lower FID wins: one-step in both folds and the average
+    assert {(r, c) for r, c in table.bold if r in fid_rows} == {(fid_rows[1], 2), (fid_rows[1], 3), (fid_rows[1], 4)}
+    dsc_rows = [i for i, r in enumerate(table.rows) if r[1] == "DSC"]
+    # higher DSC wins; fold 2 has one value only, so nothing is bold there
+    assert (dsc_rows[1], 2) in table.bold and not any(c == 3 for r, c in table.bold if r in dsc_rows)
+    assert ("HD95", 2) in bold  # lower HD95 wins: proposed in fold 1
+    text = to_markdown(table)
+    assert "Pix2Pix [not run]" in text and "no generated set" in text and "stand-in generator" in text
+    assert all(cell == "—" for cell in rows[("Pix2Pix [not run]", "KID")][2:])
+
+
+def _named(rows):
+    """(model name of the row's group, row) pairs: only a group's first row names the model."""
+    name = ""
+    for row in rows:
+        name = row[0] or name
+        yield name, row
+
+
+def test_result_numbers_use_the_paper_keys_and_label_partial_averages():
+    labels = {(m, k): f"label {m}" for m in ("proposed", "onestep") for k in ("FID", "KID", "DSC", "HD")}
+    numbers = {n.key: n for n in result_numbers(synthetic_entries(), ["proposed", "onestep"], [1, 2], labels)}
+    assert numbers["proposed · FID · average"].value == pytest.approx(99.0)
+    assert numbers["one-step · DSC · fold 1"].label == "label onestep"
+    assert "average over fold(s) 1 only" in numbers["one-step · HD · average"].label
+    assert "one-step · DSC · fold 2" not in numbers
+
+
+def test_spaced_subset_spreads_and_keeps_all_when_uncapped():
+    assert spaced_subset(10, 4) == [0, 3, 6, 9]
+    assert spaced_subset(3, 10) == [0, 1, 2] == spaced_subset(3, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores and statistics
+
+
+def test_empty_masks_and_predictions_are_counted_not_averaged():
+    mask = blob(SIZE, (16, 16), 5)
+    empty = np.zeros_like(mask)
+    scores = [fidelity(0, mask, mask), fidelity(1, empty, mask), fidelity(2, empty, empty)]
+    assert scores[0].dice == 1.0 and scores[1].dice == 0.0 and math.isinf(scores[1].hd95)
+    assert math.isnan(scores[2].dice) and scores[2].empty_mask
+    summary = summarise_fidelity(scores)
+    assert summary["dsc"] == pytest.approx(0.5) and summary["hd"] == 0.0
+    assert (summary["n_empty_masks"], summary["n_empty_predictions"], summary["n_hd_inf"]) == (1, 1, 1)
+
+
+def test_model_comparison_pairs_images_and_ranks_empty_predictions_worst():
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(12):
+        base = rng.uniform(0.5, 0.9)
+        rows += [PerImage("proposed", 1, index, base + 0.05, 10.0), PerImage("pix2pix", 1, index, base, 12.0),
+                 PerImage("onestep", 1, index, base - 0.05, math.inf if index == 0 else 14.0)]
+    rows.append(PerImage("proposed", 1, 99, 0.9, 9.0))  # no partner: left out
+    dsc = compare_models(rows, ["proposed", "pix2pix", "onestep"], "dice")
+    assert dsc.n_unpaired == 1 and len(dsc.values["proposed"]) == 12
+    assert dsc.friedman[0] == pytest.approx(24.0) and dsc.friedman[1] < 1e-4
+    assert [p.stars for p in dsc.pairwise] == ["***", "***", "***"]
+    hd = compare_models(rows, ["proposed", "onestep"], "hd95")
+    assert hd.friedman is None and np.isinf(hd.values["onestep"][0]) and hd.pairwise[0].p < 0.001
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a busy 2-core machine two spinning OpenMP threads slow Inception ~50x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_fid_and_kid_on_a_few_real_inception_calls(one_thread):
+    rng = np.random.default_rng(0)
+    images = [pair(rng, 4)[0] for _ in range(8)]
+    features = InceptionFeatures(progress=False)(images)
+    same = image_quality(features[:4], features[:4])
+    other = image_quality(features[:4], features[4:])
+    assert same.fid == pytest.approx(0.0, abs=1e-3) and other.fid > same.fid
+    assert (other.n_real, other.n_gen) == (4, 4) and math.isfinite(other.kid)
+
+
+# ---------------------------------------------------------------------------------------------
+# Segmenters
+
+
+tiny_sam = partial(
+    importlib.import_module("segment_anything.build_sam")._build_sam,
+    encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=[1],
+)
+
+
+def test_medsam_segmenter_adapter_on_a_tiny_random_sam(tmp_path):
+    torch.manual_seed(0)
+    torch.save(tiny_sam().state_dict(), tmp_path / "sam.pth")
+    segmenter = MedSamSegmenter(tmp_path / "sam.pth", builder=tiny_sam)
+    image, mask = pair(np.random.default_rng(1), 6)
+    prediction = segmenter(image, mask)
+    assert prediction.shape == mask.shape and set(np.unique(prediction)) <= {0, 1}
+
+
+def test_standin_model_is_found_by_fold_and_r0_or_says_why(tmp_path):
+    assert "has not run" in standin_model(tmp_path / "downstream", 1)
+    results = tmp_path / "downstream" / "nnunet" / "nnUNet_results" / "Dataset901_IUS" / "T__nnUNetPlans__2d"
+    for index, (fold, ratio) in enumerate(((1, 0), (1, 1), (2, 0))):
+        folder = results / f"fold_{index}"
+        write_json(folder / "iusdiff_entry.json", {"fold": fold, "R": ratio, "finished": True})
+        if fold == 1:
+            (folder / "checkpoint_final.pth").write_bytes(b"")
+    assert standin_model(tmp_path / "downstream", 1) == (results, 0)
+    assert "no finished R = 0 nnU-Net for fold 2" in standin_model(tmp_path / "downstream", 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The script
+
+
+def test_evaluate_images_script_labels_stand_ins_and_missing_parts(tmp_path):
+    slices = tiny_slices(tmp_path / "slices")
+    tiny_samples(tmp_path / "samples" / "proposed", 6, seed=1)
+    tiny_samples(tmp_path / "samples" / "onestep", 6, seed=2, generator="stand-in generator: perturbed real pairs")
+    result = run_script(
+        "evaluate_images.py", "--slices", slices, "--samples", tmp_path / "samples", "--profile", "smoke",
+        "--segmenter", "standin", "--downstream", tmp_path / "downstream", "--folds", "1", "--fid-max-images", "4",
+        "--feature-cache", tmp_path / "cache", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = (tmp_path / "tables" / "table2.md").read_text()
+    assert "Pix2Pix [not run]" in table and "ControlNet [not run]" in table and "one-step [stand-in]" in table
+    assert "DSC/HD95 missing for fold 1" in table and "at most 4 images per set" in table and "synthetic phantom" in table
+    with open(tmp_path / "results" / "table2.csv", newline="") as handle:
+        keys = {row["key"]: row for row in csv.DictReader(handle)}
+    assert "proposed · FID · fold 1" in keys and "one-step · KID · average" in keys and "proposed · DSC · fold 1" not in keys
+    assert "stand-in generator" in keys["one-step · FID · fold 1"]["label"]
+    for rel in ("figures/fig8.png", "figures/fig8.pdf", "tables/table2.tex", "metrics/images/summary.csv"):
+        assert (tmp_path / rel).is_file(), rel
+    options = json.loads((tmp_path / "metrics" / "images" / "options.json").read_text())
+    assert set(options["skipped"]) == {"pix2pix", "controlnet"}
+
+
+def test_evaluate_images_names_a_short_generated_set(tmp_path):
+    slices = tiny_slices(tmp_path / "slices")
+    tiny_samples(tmp_path / "samples" / "proposed", 3, seed=1)
+    result = run_script("evaluate_images.py", "--slices", slices, "--samples", tmp_path / "samples", "--profile", "smoke",
+                        "--folds", "1", cwd=tmp_path)
+    assert result.returncode == 2 and "proposed/fold1/manifest.csv: 3 generated pairs, Table 2 needs 6" in result.stderr
