@@ -90,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # as the CPU profiles' stages
     rows = [r for fold in args.folds.split(",") for r in run_fold(args.out, int(fold), args.samplers, args.images, args.batch)]
-    print(f"\n| fold | sampler | UNet calls (CFG: 2 per step) | images/s | FID | KID | DSC | HD95 |")
+    print("\n| fold | sampler | UNet calls (CFG: 2 per step) | images/s | FID | KID | DSC | HD95 |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['fold']} | {r['sampler']} | {r['unet_calls']} | {r['images_per_s']:.2f} | {r['fid']:.1f} | {r['kid']:.3f} | {r['dsc']:.3f} | {r['hd95']:.2f} |")

@@ -52,7 +52,7 @@ from iusdiff.runs import (
     dataset_folds,
     folder_digest,
     script_digest,
-    settings,
+    training_config,
     training_settings,
 )
 from iusdiff.sampling import sample_images
@@ -163,9 +163,7 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    overrides = {"steps": args.steps, "checkpointing_steps": args.checkpointing_steps, "seed": args.seed}
-    cfg = settings(args.profile, f"ldm_{args.model}", overrides)
-    cfg["augmentation"] = settings(args.profile, "augmentation", {})
+    cfg = training_config(args, f"ldm_{args.model}")
     dataset = load_dataset(args.slices)
     size = dataset.image(dataset.records[0]).shape[0]
     for fold in dataset_folds(dataset, args.fold):

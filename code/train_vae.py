@@ -30,7 +30,7 @@ from iusdiff.runs import (
     data_digest,
     dataset_folds,
     script_digest,
-    settings,
+    training_config,
     training_settings,
 )
 from iusdiff.slices import load_dataset
@@ -103,11 +103,7 @@ def finalise(model_dir: Path, cfg: dict, kind: str, data, device) -> dict | None
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    overrides = {"steps": args.steps, "checkpointing_steps": args.checkpointing_steps, "seed": args.seed}
-    cfg = settings(args.profile, f"vae_{args.kind}", overrides)
-    if args.steps is not None:
-        cfg.pop("epochs", None)
-    cfg["augmentation"] = settings(args.profile, "augmentation", {})
+    cfg = training_config(args, f"vae_{args.kind}")
     dataset = load_dataset(args.slices)
     size = dataset.image(dataset.records[0]).shape[0]
     for fold in dataset_folds(dataset, args.fold):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from iusdiff.data import FoldData
 from iusdiff.resect import mask_relpath, save_nifti, us_relpath
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,3 +81,33 @@ def smoke_data(tmp_path_factory) -> Path:
         result = run_script("run_all.sh", "--profile", "smoke", "--out", out, "--stage", stage)
         assert result.returncode == 0, result.stdout + result.stderr
     return out
+
+
+class Interrupted(KeyboardInterrupt):
+    """What stops a training in the resume tests: a Ctrl-C at a chosen step."""
+
+
+class InterruptAt:
+    """A real training task that is stopped (like Ctrl-C) when it reaches ``step``."""
+
+    def __init__(self, task, step: int) -> None:
+        self.task, self.step = task, step
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        if step == self.step:
+            raise Interrupted
+        return self.task.train_step(step)
+
+
+def fold_data(n: int, seed: int, size: int = 32) -> FoldData:
+    """n tiny image/mask pairs, a bright rectangle in noise: enough for a training step."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        r, c = rng.integers(4, size - 12, 2)
+        masks[i, r : r + 8, c : c + 6] = 1
+    images = (rng.integers(0, 120, (n, size, size)) + 100 * masks).astype(np.uint8)
+    return FoldData(images=images, masks=masks, records=tuple(range(n)))

@@ -16,7 +16,7 @@ import sample
 import train_controlnet
 from iusdiff.controlnet import CONTROLNET_DIR, ControlledUNet, ControlNetTask, PromptedUNet, build_controlnet, build_phase_a
 from iusdiff.config import load_profile
-from iusdiff.data import Augmentation, FoldData
+from iusdiff.data import Augmentation
 from iusdiff.errors import InputError
 from iusdiff.io import load_png, save_png, write_json
 from iusdiff.models import build_vae, noise_scheduler, zero_text_embedding
@@ -26,6 +26,8 @@ from iusdiff.stages import STAGES
 from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, validation_latents
 from iusdiff.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
 
+from conftest import InterruptAt, fold_data
+
 SIZE = 32
 LOOP = LoopConfig(steps=4, validation_steps=2, checkpointing_steps=2, keep_checkpoints=1, warmup_steps=1, lr_schedule="cosine")
 VAE_CFG = {"block_out_channels": [4, 4, 4], "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 4}  # x4
@@ -34,16 +36,6 @@ UNET_CFG = {
     "norm_num_groups": 4, "cross_attention_dim": 8,
 }
 LDM_CFG = {"lr": 1e-3, "validation_repeats": 1, "ema_decay": 0.9, "timesteps": 1000, "beta_start": 0.001, "beta_end": 0.02}
-
-
-def fold_data(n: int, seed: int, size: int = SIZE) -> FoldData:
-    rng = np.random.default_rng(seed)
-    masks = np.zeros((n, size, size), np.uint8)
-    for i in range(n):
-        r, c = rng.integers(4, size - 12, 2)
-        masks[i, r : r + 8, c : c + 6] = 1
-    images = (rng.integers(0, 120, (n, size, size)) + 100 * masks).astype(np.uint8)
-    return FoldData(images=images, masks=masks, records=tuple(range(n)))
 
 
 def tiny_vae(channels: int = 1) -> AutoencoderKL:
@@ -108,17 +100,8 @@ def test_the_conditioning_embedding_must_reach_the_latent_resolution():
 @pytest.mark.parametrize("make", [phase_a_task, phase_b_task], ids=["phase-a", "phase-b"])
 def test_an_interrupted_phase_resumes_into_the_same_run(tmp_path, make):
     straight = run(make(), tmp_path / "straight")
-    task = make()
-    original = task.train_step
-
-    def interrupted(step: int):
-        if step == 3:
-            raise KeyboardInterrupt
-        return original(step)
-
-    task.train_step = interrupted
     with pytest.raises(KeyboardInterrupt):
-        run(task, tmp_path / "resumed")
+        run(InterruptAt(make(), 3), tmp_path / "resumed")
     assert [p.name for p in (tmp_path / "resumed" / CHECKPOINTS).iterdir()] == ["step-0000002"]
     resumed = run(make(), tmp_path / "resumed", resume=True)
     assert resumed.history == straight.history and resumed.validation == straight.validation

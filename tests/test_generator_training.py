@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from iusdiff.data import Augmentation, FoldData
+from iusdiff.data import Augmentation
 from iusdiff.models import MaskConditionedUNet, MaskEmbedding, build_ius_unet, build_vae, noise_scheduler, zero_text_embedding
 from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, VaeTask, validation_latents
 from iusdiff.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
+
+from conftest import Interrupted, InterruptAt, fold_data
 
 LOOP = LoopConfig(steps=6, validation_steps=2, checkpointing_steps=2, keep_checkpoints=1, warmup_steps=2, lr_schedule="cosine")
 VAE_CFG = {
@@ -21,35 +22,6 @@ VAE_CFG = {
     "disc_layers": 2, "disc_lr": 1e-4,
 }
 LDM_CFG = {"lr": 1e-3, "uncond_prob": 0.5, "validation_repeats": 1, "ema_decay": 0.9}
-
-
-class Interrupted(Exception):
-    pass
-
-
-class InterruptAt:
-    """A real task that is stopped (like Ctrl-C) when it reaches ``step``."""
-
-    def __init__(self, task, step: int) -> None:
-        self.task, self.step = task, step
-
-    def __getattr__(self, name):
-        return getattr(self.task, name)
-
-    def train_step(self, step: int) -> dict[str, float]:
-        if step == self.step:
-            raise Interrupted
-        return self.task.train_step(step)
-
-
-def fold_data(n: int, seed: int, size: int = 32) -> FoldData:
-    rng = np.random.default_rng(seed)
-    masks = np.zeros((n, size, size), np.uint8)
-    for i in range(n):
-        r, c = rng.integers(4, size - 12, 2)
-        masks[i, r : r + 8, c : c + 6] = 1
-    images = (rng.integers(0, 120, (n, size, size)) + 100 * masks).astype(np.uint8)
-    return FoldData(images=images, masks=masks, records=tuple(range(n)))
 
 
 def vae_task(kind: str = "image") -> VaeTask:

@@ -17,7 +17,8 @@ from iusdiff.sampling import sample_joint
 from iusdiff.tasks import LdmTask, validation_latents
 from iusdiff.training import CHECKPOINTS, MODEL_DIR, make_accelerator, set_determinism
 
-from test_controlnet import LDM_CFG, SIZE, check_contract, fold_data, latent_source, run, tiny_slices, tiny_vae
+from conftest import InterruptAt, fold_data
+from test_controlnet import LDM_CFG, SIZE, check_contract, latent_source, run, tiny_slices, tiny_vae
 
 UNET_CFG = {"block_out_channels": [8, 8], "layers_per_block": 1, "attention": [False, True], "attention_head_dim": 4, "norm_num_groups": 4}
 SCHEDULE = noise_scheduler(LDM_CFG).config
@@ -50,17 +51,8 @@ def test_the_joint_decoder_refuses_a_one_channel_autoencoder():
 
 def test_an_interrupted_onestep_ldm_resumes_into_the_same_run(tmp_path):
     straight = run(onestep_task(), tmp_path / "straight")
-    task = onestep_task()
-    original = task.train_step
-
-    def interrupted(step: int):
-        if step == 3:
-            raise KeyboardInterrupt
-        return original(step)
-
-    task.train_step = interrupted
     with pytest.raises(KeyboardInterrupt):
-        run(task, tmp_path / "resumed")
+        run(InterruptAt(onestep_task(), 3), tmp_path / "resumed")
     assert [p.name for p in (tmp_path / "resumed" / CHECKPOINTS).iterdir()] == ["step-0000002"]
     resumed = run(onestep_task(), tmp_path / "resumed", resume=True)
     assert resumed.history == straight.history and resumed.validation == straight.validation

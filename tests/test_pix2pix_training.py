@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 import sample_pix2pix
 import train_pix2pix
 from iusdiff.config import load_profile
-from iusdiff.data import Augmentation, FoldData
+from iusdiff.data import Augmentation
 from iusdiff.errors import InputError
 from iusdiff.io import load_png, save_png, sha256_file
 from iusdiff.pipeline import Context
@@ -26,25 +26,11 @@ from iusdiff.stages import STAGES
 from iusdiff.tasks import PairedBatches
 from iusdiff.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
 
+from conftest import Interrupted, InterruptAt, fold_data
+
 SIZE = 32
 CFG = {"ngf": 4, "ndf": 4, "disc_layers": 3, "test_mode": "train"}
 LOOP = LoopConfig(steps=4, validation_steps=2, checkpointing_steps=2)
-
-
-def pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rectangular 'tumours' brighter than a noisy background."""
-    rng = np.random.default_rng(seed)
-    masks = np.zeros((n, SIZE, SIZE), np.uint8)
-    for i in range(n):
-        r, c = rng.integers(4, SIZE - 12, 2)
-        masks[i, r : r + 8, c : c + 6] = 1
-    images = (rng.integers(0, 120, (n, SIZE, SIZE)) + 100 * masks).astype(np.uint8)
-    return images, masks
-
-
-def fold_data(n: int, seed: int) -> FoldData:
-    images, masks = pairs(n, seed)
-    return FoldData(images=images, masks=masks, records=tuple(range(n)))
 
 
 def task() -> Pix2PixTask:
@@ -52,25 +38,6 @@ def task() -> Pix2PixTask:
     acc = make_accelerator("no")
     batches = PairedBatches(fold_data(6, 0), Augmentation(), 2, seed=5, accelerator=acc)
     return Pix2PixTask(batches, fold_data(3, 1), CFG, Schedule(constant=2, decay=2, unit_steps=1), SIZE, acc)
-
-
-class Interrupted(Exception):
-    pass
-
-
-class InterruptAt:
-    """A real task stopped (like Ctrl-C) when it reaches ``step``."""
-
-    def __init__(self, inner: Pix2PixTask, step: int) -> None:
-        self.inner, self.step = inner, step
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def train_step(self, step: int) -> dict[str, float]:
-        if step == self.step:
-            raise Interrupted
-        return self.inner.train_step(step)
 
 
 def run(t, out: Path, resume: bool = False):
@@ -123,7 +90,7 @@ def test_test_modes_train_keeps_seeded_dropout_eval_drops_it():
     generator.train()
     for _ in range(3):  # give the running statistics something to hold
         generator(torch.rand(2, 1, SIZE, SIZE) * 2 - 1)
-    masks = np.repeat(pairs(1, 4)[1], 2, axis=0)
+    masks = np.repeat(fold_data(1, 4).masks, 2, axis=0)
     train_mode = translate(generator, masks, [1, 2], "train", cpu)
     assert not np.array_equal(train_mode[0], train_mode[1])  # same mask, different dropout draws
     assert np.array_equal(train_mode, translate(generator, masks, [1, 2], "train", cpu))
@@ -149,7 +116,8 @@ def test_schedule_counts_epochs_or_steps():
 
 def write_slices(root: Path) -> Path:
     """Subjects 1-4, three slices each: fold 1 trains on 1-2, validates on 3; 4 is the test subject."""
-    images, masks = pairs(12, 2)
+    data = fold_data(12, 2)
+    images, masks = data.images, data.masks
     records = []
     for i in range(12):
         subject = i // 3 + 1
@@ -165,7 +133,8 @@ def write_slices(root: Path) -> Path:
 
 def write_proposed(root: Path, n: int) -> Path:
     """A proposed-model fold in the sample contract, ``n`` pairs (one with an empty mask)."""
-    images, masks = pairs(n, 3)
+    data = fold_data(n, 3)
+    images, masks = data.images, data.masks
     masks[1] = 0
     samples = []
     for index in range(n):

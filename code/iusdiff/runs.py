@@ -102,3 +102,14 @@ def add_training_arguments(parser: argparse.ArgumentParser, steps_help: str = "o
         parser.add_argument("--steps", type=int, help=steps_help)
     parser.add_argument("--checkpointing_steps", type=int, help="save a resumable checkpoint every N steps")
     parser.add_argument("--seed", type=int, help="base seed (per-fold seeds derive from it)")
+
+
+def training_config(args: argparse.Namespace, section: str) -> dict:
+    """A training script's ``[<profile>.<section>]`` with its CLI overrides (``--steps`` replaces
+    a profile's ``epochs``) and the profile's shared ``augmentation`` table."""
+    overrides = {"steps": args.steps, "checkpointing_steps": args.checkpointing_steps, "seed": args.seed}
+    cfg = settings(args.profile, section, overrides)
+    if args.steps is not None:
+        cfg.pop("epochs", None)
+    cfg["augmentation"] = settings(args.profile, "augmentation", {})
+    return cfg
