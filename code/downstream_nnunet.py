@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from iusdiff.cli import cases_argument, run, save_options
@@ -26,6 +27,7 @@ from iusdiff.config import PROFILES, load_profile, provenance
 from iusdiff.downstream import (
     METRICS,
     RATIOS,
+    Entry,
     Study,
     Workspace,
     build_raw_dataset,
@@ -51,6 +53,7 @@ from iusdiff.plotting import save_figure
 from iusdiff.results import write_results
 from iusdiff.slices import load_dataset
 from iusdiff.tables import write_table
+from iusdiff.workers import map_items, stage_workers
 
 
 def parse_args(argv):
@@ -108,19 +111,44 @@ def build_and_preprocess(study: Study, work: Workspace, workers: int, timings: d
     return preprocess_key
 
 
+@dataclass(frozen=True)
+class EntryJob:
+    """What a worker process needs to train and test one (fold, R) entry."""
+
+    entry: Entry
+    study: Study
+    work: Workspace
+    trainer: str
+    device: str
+    seed: int
+    threads: int
+    preprocess_key: str
+
+
+def run_entry(job: EntryJob) -> tuple[str, dict]:
+    """Train one entry (or skip it when finished), then predict the test images; returns its
+    log line and timings. Seeded per entry, so the process it runs in does not matter."""
+    limit_cpu_threads(job.device, job.threads)
+    started = time.monotonic()
+    train_key, trained = train_entry(job.entry, job.work, job.trainer, job.device, job.seed, job.preprocess_key)
+    middle = time.monotonic()
+    predicted = predict_entry(job.entry, job.study, job.work, job.trainer, job.device, train_key)
+    ended = time.monotonic()
+    done = f"trained in {middle - started:.1f} s" if trained else "already trained"
+    done += f", predicted in {ended - middle:.1f} s" if predicted else ", predictions up to date"
+    line = f"downstream: {job.entry.name} (nnU-Net fold {job.entry.index}, {len(job.entry.train)} training cases): {done}"
+    return line, {"train_s": round(middle - started, 2) if trained else None,
+                  "predict_s": round(ended - middle, 2) if predicted else None}
+
+
 def train_and_predict(study: Study, work: Workspace, args: argparse.Namespace, preprocess_key: str, timings: dict) -> None:
-    """Every (fold, R) entry: train (or skip when finished), then predict the test images."""
-    for entry in study.entries:
-        started = time.monotonic()
-        train_key, trained = train_entry(entry, work, args.trainer, args.device, args.seed, preprocess_key)
-        middle = time.monotonic()
-        predicted = predict_entry(entry, study, work, args.trainer, args.device, train_key)
-        ended = time.monotonic()
-        timings[entry.name] = {"train_s": round(middle - started, 2) if trained else None,
-                               "predict_s": round(ended - middle, 2) if predicted else None}
-        done = f"trained in {middle - started:.1f} s" if trained else "already trained"
-        done += f", predicted in {ended - middle:.1f} s" if predicted else ", predictions up to date"
-        print(f"downstream: {entry.name} (nnU-Net fold {entry.index}, {len(entry.train)} training cases): {done}")
+    """Every (fold, R) entry, in the worker processes the pipeline granted (iusdiff.workers)."""
+    jobs = [EntryJob(entry, study, work, args.trainer, args.device, args.seed, args.threads, preprocess_key)
+            for entry in study.entries]
+    workers = 1 if args.device != "cpu" else stage_workers()
+    for job, (line, timing) in zip(jobs, map_items(run_entry, jobs, workers), strict=True):
+        timings[job.entry.name] = timing
+        print(line)
 
 
 def report(study: Study, work: Workspace, args: argparse.Namespace, labels: list[str]) -> None:

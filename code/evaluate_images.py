@@ -4,14 +4,16 @@
     python code/evaluate_images.py --slices slices --samples samples --profile P \
         [--models proposed,pix2pix,controlnet,onestep] [--tables tables] [--figures figures] \
         [--metrics metrics/images] [--results results/table2.csv] [--segmenter medsam|standin|auto] \
-        [--medsam-checkpoint PATH] [--downstream downstream] [--folds 1-5] [--fid-max-images N]
+        [--medsam-checkpoint PATH] [--downstream downstream] [--folds 1-5] [--fid-max-images N] [--image-vae DIR]
 
 --samples holds one folder per model in the sample contract (iusdiff.samples); a model whose
 folder is absent is skipped and the table says so. Per fold, the first N pairs of each model are
 evaluated (N = the fold's training images). FID/KID compare them with the fold's real training
 images (at most --fid-max-images per set, 0 = all). DSC/HD95 compare a segmenter's prediction on
 each generated image with its conditioning mask: MedSAM, or the stand-in R = 0 nnU-Net of the
-fold from --downstream (folds without one get no DSC/HD95, and the table says why).
+fold from --downstream (folds without one get no DSC/HD95, and the table says why). Two
+references put the FIDs in scale: the fold's held-out real images, and (with --image-vae) the
+image autoencoder's reconstructions of the compared real images (metrics/images/reference.csv).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from iusdiff.results import write_results
 from iusdiff.samples import Sample, fold_dir
 from iusdiff.slices import SliceDataset, load_dataset
 from iusdiff.tables import write_table
+from iusdiff.workers import map_items, stage_workers
 
 Segmenter = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (image, conditioning mask) -> {0,1} prediction
 SUMMARY_FIELDS = ("model", "fold", "n_images", "n_fid_real", "n_fid_gen", "fid", "kid", "kid_std", "dsc", "hd95",
@@ -85,6 +88,8 @@ def parse_args(argv):
     parser.add_argument("--fid-max-images", type=int, help="images per set for FID/KID, 0 = all (default: the profile's)")
     parser.add_argument("--feature-cache", type=Path, default=Path("cache/inception"), help="Inception features by content hash")
     parser.add_argument("--logs", type=Path, default=Path("logs/evaluate_images"), help="nnU-Net's output while it loads")
+    parser.add_argument("--image-vae", type=Path, help="train_vae.py --kind image output (fold{K}/model): adds its "
+                        "reconstructions' FID/KID as a reference")
     parser.add_argument("--device", help="torch device (default: the profile's)")
     return parser.parse_args(argv)
 
@@ -149,6 +154,42 @@ def segment_set(segmenter: Segmenter, model: ModelInput, samples: list[Sample], 
     return scores
 
 
+REFERENCE_FIELDS = ("reference", "fold", "n_real", "n_other", "fid", "kid", "kid_std")
+REFERENCES = {"held_out": "real held-out images (validation + test)", "vae_reconstruction": "image-VAE reconstructions"}
+
+
+def reconstructions(vae_root: Path, fold: int, images: list[np.ndarray], device: str) -> list[np.ndarray]:
+    """The fold's image autoencoder applied to real images (posterior mode), as uint8."""
+    import torch
+
+    from iusdiff.data import image_tensor, to_uint8
+    from iusdiff.models import decode_latents, encode_latents, load_trained_vae
+
+    vae = load_trained_vae(vae_root / f"fold{fold}" / "model", device, torch.float32)
+    with torch.no_grad():
+        return list(to_uint8(decode_latents(vae, encode_latents(vae, image_tensor(np.stack(images)).to(device), None))))
+
+
+def reference_rows(dataset: SliceDataset, fold: int, cap: int | None, args: argparse.Namespace, extractor: InceptionFeatures,
+                   real: np.ndarray) -> list[dict]:
+    """FID/KID without a generator, against the same real features: held-out real images (near
+    what a perfect generator reaches at this set size) and the image autoencoder's
+    reconstructions (the best a latent model decoding through it can do)."""
+    held_out = [dataset.image(r) for r in dataset.select(fold, "val") + dataset.select(fold, "test")]
+    sets = {"held_out": held_out}
+    if args.image_vae is not None:
+        records = dataset.select(fold, "train")
+        compared = [dataset.image(records[i]) for i in spaced_subset(len(records), cap)]
+        sets["vae_reconstruction"] = reconstructions(args.image_vae, fold, compared, args.device)
+    rows = []
+    for name, images in sets.items():
+        quality = image_quality(real, features_for_images(images, args.feature_cache, extractor))
+        rows.append({"reference": name, "fold": fold, "n_real": quality.n_real, "n_other": quality.n_gen,
+                     "fid": quality.fid, "kid": quality.kid, "kid_std": quality.kid_std})
+        print(f"fold {fold} reference {REFERENCES[name]}: FID {quality.fid:.2f}, KID {quality.kid:.4f}")
+    return rows
+
+
 @dataclass(frozen=True)
 class FoldOutcome:
     """One fold's Table 2 numbers, Fig. 8 rows, and which segmenter scored it (or why none did)."""
@@ -157,14 +198,32 @@ class FoldOutcome:
     per_image: list[PerImage]
     segmenter: str | None
     no_segmenter: str | None
+    references: list[dict]
 
 
-def evaluate_fold(fold: int, dataset: SliceDataset, models: dict[str, ModelInput], kind: str, args: argparse.Namespace,
-                  cfg: dict, extractor: InceptionFeatures, cap: int | None, log: list[dict]) -> FoldOutcome:
-    """Every model's Table 2 numbers for one fold, and the per-image rows for Fig. 8."""
+@dataclass(frozen=True)
+class FoldJob:
+    """What a worker process needs to evaluate one fold."""
+
+    fold: int
+    dataset: SliceDataset
+    models: dict[str, ModelInput]
+    kind: str
+    args: argparse.Namespace
+    cfg: dict
+    cap: int | None
+
+
+def evaluate_fold(job: FoldJob) -> tuple[FoldOutcome, list[dict]]:
+    """Every model's Table 2 numbers for one fold, the per-image rows for Fig. 8 and the summary
+    rows. Runs in a worker process: it loads its own networks with one thread each."""
+    fold, dataset, models, kind, args, cfg, cap = job.fold, job.dataset, job.models, job.kind, job.args, job.cfg, job.cap
+    limit_cpu_threads(args.device, 1)
+    extractor, log = InceptionFeatures(device=args.device, progress=False), []
     n = len(dataset.select(fold, "train"))
     sets = {m: generated_samples(inp.root, fold, n) for m, inp in models.items()}  # check inputs before work
     real = real_features(dataset, fold, cap, args, extractor)
+    references = reference_rows(dataset, fold, cap, args, extractor, real)
     segmenter, seg_label = fold_segmenter(kind, args, fold, cfg)
     entries, per_image = [], []
     for model, samples in sets.items():
@@ -188,13 +247,13 @@ def evaluate_fold(fold: int, dataset: SliceDataset, models: dict[str, ModelInput
               + (f", DSC {values['DSC']:.3f}, HD95 {values['HD']:.2f}" if "DSC" in values else f" (no DSC/HD95: {seg_label})")
               + f" [{time.monotonic() - started:.1f} s]")
     if segmenter is None:
-        return FoldOutcome(entries, per_image, None, seg_label)
-    return FoldOutcome(entries, per_image, seg_label, None)
+        return FoldOutcome(entries, per_image, None, seg_label, references), log
+    return FoldOutcome(entries, per_image, seg_label, None, references), log
 
 
-def write_summary(path: Path, rows: list[dict]) -> None:
+def write_summary(path: Path, rows: list[dict], fields: tuple[str, ...] = SUMMARY_FIELDS) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SUMMARY_FIELDS, lineterminator="\n", restval="")
+        writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n", restval="")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -205,9 +264,19 @@ def fid_note(extractor: InceptionFeatures, cap: int | None) -> str:
     return f"FID/KID: {extractor.label} pool3 features, generated vs the fold's real training images, {count}"
 
 
-def table_notes(profile, extractor, cap, seg_labels, seg_missing, log, size_px) -> list[str]:
+def reference_note(references: list[dict]) -> str:
+    """Table 2's line on the references: fold-averaged FID of each (metrics/images/reference.csv)."""
+    parts = []
+    for name, label in REFERENCES.items():
+        values = [r["fid"] for r in references if r["reference"] == name]
+        if values:
+            parts.append(f"{label} {np.mean(values):.1f}")
+    return "Reference FID without a generator (average over folds; metrics/images/reference.csv): " + ", ".join(parts) + "."
+
+
+def table_notes(profile, extractor, cap, seg_labels, seg_missing, log, size_px, references) -> list[str]:
     notes = [f"Data: {provenance(profile)}.", fid_note(extractor, cap) + "; KID is the mean over 100 subsets of "
-             "min(50, n) (std in metrics/images/summary.csv)."]
+             "min(50, n) (std in metrics/images/summary.csv).", reference_note(references)]
     for label in sorted(set(seg_labels.values())):
         folds = ", ".join(str(f) for f, v in seg_labels.items() if v == label)
         notes.append(f"DSC/HD95 (fold {folds}): {label}; HD95 in px at {size_px} px (paper: 256 px).")
@@ -246,20 +315,24 @@ def main(argv=None) -> int:
     args.logs.mkdir(parents=True, exist_ok=True)
     limit_cpu_threads(args.device, 1)
     extractor = InceptionFeatures(device=args.device, progress=False)
-    entries, per_image, log, seg_labels, seg_missing = [], [], [], {}, {}
-    for fold in args.folds:
-        outcome = evaluate_fold(fold, dataset, inputs, kind, args, cfg, extractor, cap, log)
+    entries, per_image, log, seg_labels, seg_missing, references = [], [], [], {}, {}, []
+    jobs = [FoldJob(fold, dataset, inputs, kind, args, cfg, cap) for fold in args.folds]
+    workers = 1 if args.device != "cpu" else stage_workers()
+    for job, (outcome, rows) in zip(jobs, map_items(evaluate_fold, jobs, workers), strict=True):
+        log += rows
+        references += outcome.references
         entries += outcome.entries
         per_image += outcome.per_image
         if outcome.segmenter:
-            seg_labels[fold] = outcome.segmenter
+            seg_labels[job.fold] = outcome.segmenter
         if outcome.no_segmenter:
-            seg_missing[fold] = outcome.no_segmenter
+            seg_missing[job.fold] = outcome.no_segmenter
     restore_matplotlib_defaults()
     size_px = dataset.image(dataset.records[0]).shape[0]
     write_summary(args.metrics / "summary.csv", log)
+    write_summary(args.metrics / "reference.csv", references, REFERENCE_FIELDS)
     model_labels = {m: i.standin for m, i in inputs.items() if i.standin}
-    notes = table_notes(profile, extractor, cap, seg_labels, seg_missing, log, size_px)
+    notes = table_notes(profile, extractor, cap, seg_labels, seg_missing, log, size_px, references)
     write_table(table2(entries, models, args.folds, skipped, model_labels, notes), args.tables)
     labels = number_labels(profile, models, inputs, extractor, cap, seg_labels)
     numbers = result_numbers(entries, models, args.folds, labels)

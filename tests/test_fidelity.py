@@ -224,6 +224,15 @@ def test_standin_model_is_found_by_fold_and_r0_or_says_why(tmp_path):
 # The script
 
 
+def tiny_image_vae(root: Path) -> Path:
+    """An untrained one-level image autoencoder in train_vae.py's layout (fold1/model)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=(4,), norm_num_groups=4).save_pretrained(root / "fold1" / "model")
+    return root
+
+
 def test_evaluate_images_script_labels_stand_ins_and_missing_parts(tmp_path):
     slices = tiny_slices(tmp_path / "slices")
     tiny_samples(tmp_path / "samples" / "proposed", 6, seed=1)
@@ -231,10 +240,15 @@ def test_evaluate_images_script_labels_stand_ins_and_missing_parts(tmp_path):
     result = run_script(
         "evaluate_images.py", "--slices", slices, "--samples", tmp_path / "samples", "--profile", "smoke",
         "--segmenter", "standin", "--downstream", tmp_path / "downstream", "--folds", "1", "--fid-max-images", "4",
-        "--feature-cache", tmp_path / "cache", cwd=tmp_path,
+        "--feature-cache", tmp_path / "cache", "--image-vae", tiny_image_vae(tmp_path / "vae"), cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     table = (tmp_path / "tables" / "table2.md").read_text()
+    with open(tmp_path / "metrics" / "images" / "reference.csv", newline="") as handle:
+        references = {row["reference"]: row for row in csv.DictReader(handle)}
+    assert set(references) == {"held_out", "vae_reconstruction"}
+    assert references["held_out"]["n_other"] == "6" and references["vae_reconstruction"]["n_other"] == "4"  # val + test; the compared real set
+    assert float(references["vae_reconstruction"]["fid"]) > 0 and "Reference FID without a generator" in table
     assert "Pix2Pix [not run]" in table and "ControlNet [not run]" in table and "one-step [stand-in]" in table
     assert "DSC/HD95 missing for fold 1" in table and "at most 4 images per set" in table and "synthetic phantom" in table
     with open(tmp_path / "results" / "table2.csv", newline="") as handle:

@@ -234,6 +234,18 @@ def test_pinned_threads_reach_the_stage_scripts(tmp_path):
     assert script_env(tmp_path, 1)["OMP_NUM_THREADS"] == "1" and script_env(tmp_path, 3)["MKL_NUM_THREADS"] == "3"
 
 
+def test_the_runner_grants_its_jobs_to_a_stage_outside_its_arguments(tmp_path):
+    script = tmp_path / "workers.py"
+    script.write_text("import os, pathlib\npathlib.Path('w.txt').write_text(os.environ['IUSDIFF_WORKERS'])\n")
+    fingerprints = []
+    for jobs in (1, 2):
+        ctx = Context(profile={"name": "toy"}, out=tmp_path / f"jobs{jobs}", repo=tmp_path, resect_root="", seg_root="")
+        run_pipeline(ctx, [Stage("w", str(script), ("w.txt",), lambda ctx: [])], log=lambda line: None, jobs=jobs)
+        assert (ctx.out / "w.txt").read_text() == str(jobs)
+        fingerprints.append(load_record(ctx.out, "w")["fingerprint"])
+    assert fingerprints[0] == fingerprints[1]
+
+
 def test_single_stage_needs_its_inputs_first(tmp_path):
     script = tmp_path / "toy.py"
     script.write_text(FOLD_TOY)

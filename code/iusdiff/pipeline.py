@@ -35,6 +35,7 @@ from typing import Any
 
 from iusdiff.errors import InputError
 from iusdiff.io import sha256_file, write_json, write_text
+from iusdiff.workers import WORKERS_ENV
 
 MANIFEST = "checksums.sha256"
 STATE_DIR = ".stages"
@@ -240,9 +241,11 @@ def stage_command(stage: Stage, script: Path, argv: list[str], environ: dict[str
     return [*(launcher or [sys.executable]), str(script), *argv]
 
 
-def run_stage(stage: Stage, ctx: Context, argv: list[str]) -> float:
-    """Run a stage's script; returns its peak resident memory in MiB (for bench/stages.py)."""
-    env = script_env(ctx.repo, ctx.profile.get("threads"))
+def run_stage(stage: Stage, ctx: Context, argv: list[str], workers: int = 1) -> float:
+    """Run a stage's script; returns its peak resident memory in MiB (for bench/stages.py).
+
+    ``workers``: processes the stage may use for independent items (iusdiff.workers)."""
+    env = script_env(ctx.repo, ctx.profile.get("threads")) | {WORKERS_ENV: str(max(1, workers))}
     with subprocess.Popen(stage_command(stage, script_path(stage, ctx.repo), argv, env), cwd=ctx.out, env=env) as process:
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
@@ -355,9 +358,9 @@ def _up_to_date(ctx: Context, stage: Stage, fp: str, force: Sequence[str]) -> di
     return None if changed_files(ctx.out, record["files"]) else record
 
 
-def _execute(ctx: Context, stage: Stage, argv: list[str], fp: str) -> dict[str, Any]:
+def _execute(ctx: Context, stage: Stage, argv: list[str], fp: str, workers: int) -> dict[str, Any]:
     started = time.monotonic()
-    peak_mib = run_stage(stage, ctx, argv)
+    peak_mib = run_stage(stage, ctx, argv, workers)
     seconds = time.monotonic() - started
     absent = [o for o in (*stage.outputs, *stage.volatile) if not (ctx.out / o).exists()]
     if absent:
@@ -435,7 +438,7 @@ def run_pipeline(
                 summary.skipped.append(stage.name)
             else:
                 log(f"{prefix}  running: {stage.script} {' '.join(argv)}")
-                record = _execute(ctx, stage, argv, fp)
+                record = _execute(ctx, stage, argv, fp, jobs)
                 summary.ran.append(stage.name)
                 summary.seconds[stage.name] = record["seconds"]
                 log(f"{prefix}  done in {record['seconds']:.1f} s ({len(record['files'])} files)")

@@ -331,12 +331,13 @@ STAGES: list[Stage] = [
             "--slices", "slices", "--samples", "samples", "--models", "proposed,pix2pix,controlnet,onestep",
             "--profile", ctx.profile["name"], "--tables", "tables", "--figures", "figures", "--metrics", "metrics/images",
             "--results", "results/table2.csv", "--downstream", "downstream", "--logs", "logs/evaluate_images",
+            "--image-vae", f"{MODELS_DIR}/vae_image",
             "--segmenter", ctx.profile["evaluate_images"]["segmenter"],
             "--fid-max-images", ctx.profile["evaluate_images"]["fid_max_images"],
             *(["--medsam-checkpoint", str(ctx.repo / ctx.profile["evaluate_images"]["medsam_checkpoint"])]
               if "medsam_checkpoint" in ctx.profile["evaluate_images"] else []),
         ],
-        deps=("slices", "sample", "sample_pix2pix", "sample_controlnet", "sample_onestep", "downstream"),
+        deps=("slices", "vae_image", "sample", "sample_pix2pix", "sample_controlnet", "sample_onestep", "downstream"),
     ),
     Stage(
         name="figures",
