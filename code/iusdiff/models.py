@@ -141,32 +141,16 @@ def decode_latents(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
 # Noise schedule
 
 
-PREDICTION_TYPES = ("epsilon", "v_prediction")
-
-
 def noise_scheduler(cfg: dict) -> DDPMScheduler:
-    """The training schedule: linear betas, T steps, no clipping, and what the UNet predicts:
-    the noise (the paper's, SD-1.5's) or, where a profile sets it, the velocity (SD-2's), whose
-    target stays bounded at high noise levels where a small, briefly trained UNet's noise
-    estimate turns into a far-off clean latent."""
-    prediction = cfg.get("prediction_type", "epsilon")
-    if prediction not in PREDICTION_TYPES:
-        raise InputError(f"prediction_type {prediction!r}: choose one of {', '.join(PREDICTION_TYPES)}")
+    """The training schedule: linear betas, T steps, epsilon prediction, no clipping."""
     return DDPMScheduler(
         num_train_timesteps=cfg["timesteps"],
         beta_start=cfg["beta_start"],
         beta_end=cfg["beta_end"],
         beta_schedule="linear",
         clip_sample=False,
-        prediction_type=prediction,
+        prediction_type="epsilon",
     )
-
-
-def diffusion_target(scheduler: DDPMScheduler, z: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """What the UNet learns to output for ``add_noise(z, noise, t)`` under the schedule's type."""
-    if scheduler.config.prediction_type == "v_prediction":
-        return scheduler.get_velocity(z, noise, t)
-    return noise
 
 
 # ---------------------------------------------------------------------------------------------

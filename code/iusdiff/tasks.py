@@ -1,7 +1,7 @@
 """The three training tasks of the two-step generator, run by :func:`iusdiff.training.train`.
 
 * :class:`VaeTask`: an AutoencoderKL on images, masks, or both stacked (one-step baseline).
-* :class:`LdmTask`: noise (or velocity) prediction on VAE latents; unconditional (mask generator, one-step
+* :class:`LdmTask`: epsilon-prediction on VAE latents; unconditional (mask generator, one-step
   baseline, ControlNet phase A) or mask-conditioned with condition dropout for classifier-free
   guidance (iUS generator; ControlNet phase B, see :mod:`iusdiff.controlnet`).
 
@@ -43,7 +43,7 @@ from iusdiff.losses import (
     generator_adversarial_loss,
     kl_loss,
 )
-from iusdiff.models import diffusion_target, encode_latents, normalise_latents
+from iusdiff.models import encode_latents, normalise_latents
 
 KINDS = ("image", "mask", "joint")
 EVAL_BATCH = 32
@@ -307,7 +307,7 @@ class LdmTask:
         self.model.train()
         with self.acc.autocast():
             pred = self._predict(self.scheduler.add_noise(z, noise, t), t, masks, drop)
-            loss = F.mse_loss(pred.float(), diffusion_target(self.scheduler, z, noise, t).float())
+            loss = F.mse_loss(pred.float(), noise)
         self.acc.backward(loss)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -317,7 +317,7 @@ class LdmTask:
 
     @torch.no_grad()
     def validation_loss(self) -> float:
-        """Conditional prediction MSE (noise or velocity) on the validation latents with fixed noise and
+        """Conditional noise-prediction MSE on the validation latents with fixed noise and
         timesteps (``validation_repeats`` draws each), comparable across checkpoints."""
         model = self.deployed().eval()
         repeats = self.cfg["validation_repeats"]
@@ -333,7 +333,7 @@ class LdmTask:
             drop = torch.zeros(len(zp), dtype=torch.bool, device=self.acc.device)
             with self.acc.autocast():
                 pred = model(noisy, tp, masks[part].to(self.acc.device), drop) if self.conditional else model(noisy, tp).sample
-            total += F.mse_loss(pred.float(), diffusion_target(self.scheduler, zp, np_, tp).float(), reduction="sum").item()
+            total += F.mse_loss(pred.float(), np_, reduction="sum").item()
         return total / z.numel()
 
     def validate(self) -> float:
