@@ -99,3 +99,4 @@ def test_a_sample_depends_on_its_seed_not_on_its_batch():
     alone = sample_masks(unet, vae, SCHEDULE, [2], "ddpm", 5, "cpu")
     assert set(np.unique(together)) <= {0, 1}
     assert np.array_equal(together[1], alone[0])
+
