@@ -76,6 +76,21 @@ def test_changed_option_reruns_the_stage_and_its_dependents(toy):
     assert (out / "b" / "data.txt").read_text() == "By"
 
 
+def test_changed_profile_setting_reruns_the_stages(tmp_path):
+    """Scripts read settings from the profile by name, so a changed value must not be skipped."""
+    script = tmp_path / "toy.py"
+    script.write_text(TOY)
+    out = tmp_path / "out"
+
+    def run(steps: int):
+        ctx = Context(profile={"name": "toy", "train": {"steps": steps}}, out=out, repo=tmp_path, resect_root="", seg_root="")
+        return run_pipeline(ctx, [Stage("a", str(script), ("a",), lambda ctx: ["a", "x"])], log=lambda line: None)
+
+    assert run(10).ran == ["a"]
+    assert run(10).ran == []
+    assert run(20).ran == ["a"]
+
+
 def test_force_reruns_a_finished_stage(toy):
     out, run, runs = toy
     run()

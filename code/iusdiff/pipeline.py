@@ -200,14 +200,20 @@ def script_path(stage: Stage, repo: Path) -> Path:
     return script if script.is_absolute() else repo / "code" / script
 
 
-def fingerprint(stage: Stage, argv: list[str], dep_records: dict[str, dict[str, Any]], code: str) -> str:
+def fingerprint(
+    stage: Stage, argv: list[str], dep_records: dict[str, dict[str, Any]], code: str, profile: dict[str, Any]
+) -> str:
+    """What a stage's outputs depend on. Scripts read their settings from the profile by name,
+    so the profile's values (not profiles.toml's comments) are part of it: editing a setting
+    reruns the stages of that profile."""
     payload = {
         "stage": stage.name,
         "code": code,
         "argv": argv,
         "deps": {name: files_digest(record) for name, record in sorted(dep_records.items())},
+        "profile": profile,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,7 +436,7 @@ def run_pipeline(
         argv = [str(a) for a in stage.args(ctx)]
         prefix = f"[{position[stage.name]}/{len(chosen)}] {stage.name:<{width}}"
         code = code_digest(script_path(stage, ctx.repo), ctx.repo / "code" / "iusdiff")
-        fp = fingerprint(stage, argv, {d: records[d] for d in deps}, code)
+        fp = fingerprint(stage, argv, {d: records[d] for d in deps}, code, ctx.profile)
         with _locked(ctx.out, stage.name):
             record = _up_to_date(ctx, stage, fp, force)
             if record is not None:
