@@ -16,7 +16,6 @@ to OUT) is rebuilt from those records after every stage.
 
 from __future__ import annotations
 
-import ast
 import concurrent.futures
 import contextlib
 import fcntl
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from iusdiff.digests import code_digest
 from iusdiff.errors import InputError
 from iusdiff.io import sha256_file, write_json, write_text
 from iusdiff.workers import WORKERS_ENV
@@ -163,36 +163,6 @@ def load_record(out: Path, name: str) -> dict[str, Any] | None:
 def files_digest(record: dict[str, Any]) -> str:
     text = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(record["files"].items()))
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _imported_package_modules(source: Path, package: str) -> set[str]:
-    """Names of ``package`` modules a Python file imports (anywhere in it)."""
-    modules = set()
-    for node in ast.walk(ast.parse(source.read_text(), filename=str(source))):
-        if isinstance(node, ast.Import):
-            modules.update(alias.name for alias in node.names if alias.name.split(".")[0] == package)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == package:
-            modules.add(node.module)
-            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return modules
-
-
-def code_digest(script: Path, package_dir: Path) -> str:
-    """sha256 over a script and, transitively, every module of its package it imports."""
-    package = package_dir.name
-    seen: dict[str, Path] = {}
-    pending = [script]
-    while pending:
-        for name in _imported_package_modules(pending.pop(), package):
-            parts = name.split(".")[1:]
-            candidate = package_dir.joinpath(*parts).with_suffix(".py") if parts else package_dir / "__init__.py"
-            if name not in seen and candidate.is_file():
-                seen[name] = candidate
-                pending.append(candidate)
-    digest = hashlib.sha256(script.read_bytes())
-    for name in sorted(seen):
-        digest.update(name.encode() + b"\0" + seen[name].read_bytes())
-    return digest.hexdigest()
 
 
 def script_path(stage: Stage, repo: Path) -> Path:

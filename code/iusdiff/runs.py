@@ -17,7 +17,7 @@ from iusdiff.cli import parse_cases
 from iusdiff.config import load_profile
 from iusdiff.errors import InputError
 from iusdiff.io import sha256_file
-from iusdiff.pipeline import code_digest
+from iusdiff.digests import code_digest
 from iusdiff.slices import SliceDataset
 
 OPTIONS = "options.json"
