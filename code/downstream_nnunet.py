@@ -145,7 +145,7 @@ def train_and_predict(study: Study, work: Workspace, args: argparse.Namespace, p
     """Every (fold, R) entry, in the worker processes the pipeline granted (iusdiff.workers)."""
     jobs = [EntryJob(entry, study, work, args.trainer, args.device, args.seed, args.threads, preprocess_key)
             for entry in study.entries]
-    workers = 1 if args.device != "cpu" else stage_workers()
+    workers = stage_workers(args.device)
     for job, (line, timing) in zip(jobs, map_items(run_entry, jobs, workers), strict=True):
         timings[job.entry.name] = timing
         print(line)

@@ -135,10 +135,10 @@ def fold_segmenter(kind: str, args: argparse.Namespace, fold: int, cfg: dict) ->
     return segmenter, STANDIN_SEGMENTER
 
 
-def real_features(dataset: SliceDataset, fold: int, cap: int | None, args: argparse.Namespace, extractor: InceptionFeatures) -> np.ndarray:
+def compared_real_images(dataset: SliceDataset, fold: int, cap: int | None) -> list[np.ndarray]:
+    """The fold's real training images that FID/KID compare against (evenly spaced, at most cap)."""
     records = dataset.select(fold, "train")
-    images = [dataset.image(records[i]) for i in spaced_subset(len(records), cap)]
-    return features_for_images(images, args.feature_cache, extractor)
+    return [dataset.image(records[i]) for i in spaced_subset(len(records), cap)]
 
 
 def segment_set(segmenter: Segmenter, model: ModelInput, samples: list[Sample], fold: int, args: argparse.Namespace,
@@ -170,16 +170,14 @@ def reconstructions(vae_root: Path, fold: int, images: list[np.ndarray], device:
         return list(to_uint8(decode_latents(vae, encode_latents(vae, image_tensor(np.stack(images)).to(device), None))))
 
 
-def reference_rows(dataset: SliceDataset, fold: int, cap: int | None, args: argparse.Namespace, extractor: InceptionFeatures,
-                   real: np.ndarray) -> list[dict]:
+def reference_rows(dataset: SliceDataset, fold: int, args: argparse.Namespace, extractor: InceptionFeatures,
+                   compared: list[np.ndarray], real: np.ndarray) -> list[dict]:
     """FID/KID without a generator, against the same real features: held-out real images (near
     what a perfect generator reaches at this set size) and the image autoencoder's
     reconstructions (the best a latent model decoding through it can do)."""
     held_out = [dataset.image(r) for r in dataset.select(fold, "val") + dataset.select(fold, "test")]
     sets = {"held_out": held_out}
     if args.image_vae is not None:
-        records = dataset.select(fold, "train")
-        compared = [dataset.image(records[i]) for i in spaced_subset(len(records), cap)]
         sets["vae_reconstruction"] = reconstructions(args.image_vae, fold, compared, args.device)
     rows = []
     for name, images in sets.items():
@@ -222,8 +220,9 @@ def evaluate_fold(job: FoldJob) -> tuple[FoldOutcome, list[dict]]:
     extractor, log = InceptionFeatures(device=args.device, progress=False), []
     n = len(dataset.select(fold, "train"))
     sets = {m: generated_samples(inp.root, fold, n) for m, inp in models.items()}  # check inputs before work
-    real = real_features(dataset, fold, cap, args, extractor)
-    references = reference_rows(dataset, fold, cap, args, extractor, real)
+    compared = compared_real_images(dataset, fold, cap)
+    real = features_for_images(compared, args.feature_cache, extractor)
+    references = reference_rows(dataset, fold, args, extractor, compared, real)
     segmenter, seg_label = fold_segmenter(kind, args, fold, cfg)
     entries, per_image = [], []
     for model, samples in sets.items():
@@ -317,7 +316,7 @@ def main(argv=None) -> int:
     extractor = InceptionFeatures(device=args.device, progress=False)
     entries, per_image, log, seg_labels, seg_missing, references = [], [], [], {}, {}, []
     jobs = [FoldJob(fold, dataset, inputs, kind, args, cfg, cap) for fold in args.folds]
-    workers = 1 if args.device != "cpu" else stage_workers()
+    workers = stage_workers(args.device)
     for job, (outcome, rows) in zip(jobs, map_items(evaluate_fold, jobs, workers), strict=True):
         log += rows
         references += outcome.references

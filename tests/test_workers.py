@@ -35,7 +35,8 @@ def test_a_failing_item_raises_in_the_caller():
 
 
 def test_stage_workers_reads_the_runner_grant():
-    assert stage_workers({}) == 1
-    assert stage_workers({WORKERS_ENV: "2"}) == 2
+    assert stage_workers(environ={}) == 1
+    assert stage_workers(environ={WORKERS_ENV: "2"}) == 2
+    assert stage_workers("cuda", environ={WORKERS_ENV: "2"}) == 1
     with pytest.raises(ValueError, match="IUSDIFF_WORKERS='0'"):
-        stage_workers({WORKERS_ENV: "0"})
+        stage_workers(environ={WORKERS_ENV: "0"})

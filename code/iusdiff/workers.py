@@ -20,8 +20,11 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-def stage_workers(environ: dict[str, str] | None = None) -> int:
-    """The process count the runner granted this stage (1 when run by hand)."""
+def stage_workers(device: str = "cpu", environ: dict[str, str] | None = None) -> int:
+    """The process count the runner granted this stage (1 when run by hand, and on a GPU,
+    which the items would only contend for)."""
+    if device != "cpu":
+        return 1
     value = (os.environ if environ is None else environ).get(WORKERS_ENV, "1")
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"{WORKERS_ENV}={value!r}: expected a positive integer")
