@@ -204,6 +204,26 @@ def test_smoke_run_trains_predicts_and_reports(smoke_run, slices):
     assert rerun_stdout.count("already trained, predictions up to date") == 2  # rerun: finished entries skipped
 
 
+def test_fold_predictor_gives_the_stock_predictors_logits_loading_weights_once(smoke_run, monkeypatch):
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    root, _ = smoke_run
+    work = ds.Workspace(root / "downstream")
+    monkeypatch.setenv("nnUNet_extTrainer", str(ds.TRAINERS_DIR))
+    results = work.results("nnUNetTrainer_iusdiffSmoke")
+    stock = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True, perform_everything_on_device=False,
+                            device=torch.device("cpu"), verbose=False, allow_tqdm=False)
+    stock.initialize_from_trained_model_folder(str(results), (1,), "checkpoint_final.pth")
+    ours = ds.fold_predictor(results, 1, "cpu")
+    loads = []
+    monkeypatch.setattr(ours.network, "load_state_dict", lambda *a, **k: loads.append(1))
+    for image in sorted((work.raw / "imagesTs").glob("*.png"))[:3]:
+        data = torch.from_numpy(load_png(image).astype(np.float32)[None, None] / 255.0)
+        assert torch.equal(ours.predict_logits_from_preprocessed_data(data), stock.predict_logits_from_preprocessed_data(data))
+    assert not loads
+
+
 def test_cpu_training_is_repeatable(smoke_run, tmp_path, monkeypatch):
     """Same entry, same seed, fresh results folder: identical weights (in-process data augmentation)."""
     import torch

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from iusdiff.downstream import TRAINERS_DIR
+from iusdiff.downstream import TRAINERS_DIR, fold_predictor
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_path
 from iusdiff.metrics import dice, fid_from_features, hd95, kid_from_features, summarise
@@ -183,16 +183,8 @@ class NnUNetSegmenter:
     time); the conditioning mask is not used."""
 
     def __init__(self, results: Path, nnunet_fold: int, device: str = "cpu", mirroring: bool = True) -> None:
-        import torch
-
         os.environ["nnUNet_extTrainer"] = str(TRAINERS_DIR)  # iusdiff's short trainers, before nnU-Net looks
-        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-        self.predictor = nnUNetPredictor(
-            tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring, perform_everything_on_device=device != "cpu",
-            device=torch.device(device), verbose=False, verbose_preprocessing=False, allow_tqdm=False,
-        )
-        self.predictor.initialize_from_trained_model_folder(str(results), (nnunet_fold,), "checkpoint_final.pth")
+        self.predictor = fold_predictor(results, nnunet_fold, device, mirroring)
 
     def __call__(self, image: np.ndarray, condition: np.ndarray) -> np.ndarray:
         # NaturalImage2DIO's layout: (channels, 1, H, W) float32 with a dummy spacing.
