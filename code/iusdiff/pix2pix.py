@@ -288,8 +288,8 @@ class Pix2PixTask:
         disc = PatchDiscriminator(ndf=cfg["ndf"], n_layers=cfg["disc_layers"])
         init_weights(generator)
         init_weights(disc)
-        opt_g = torch.optim.Adam(generator.parameters(), lr=LEARNING_RATE, betas=BETAS)
-        opt_d = torch.optim.Adam(disc.parameters(), lr=LEARNING_RATE, betas=BETAS)
+        opt_g = torch.optim.Adam(generator.parameters(), lr=LEARNING_RATE, betas=BETAS, fused=True)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=LEARNING_RATE, betas=BETAS, fused=True)
         self.generator, self.disc, self.opt_g, self.opt_d = accelerator.prepare(generator, disc, opt_g, opt_d)
         self.val_masks, self.val_images = val.masks, image_tensor(val.images)
 

@@ -115,8 +115,8 @@ class VaeTask:
         self.kind, self.cfg, self.acc, self.batches = kind, cfg, accelerator, batches
         self.perceptual = perceptual.to(accelerator.device) if perceptual is not None else None
         disc = PatchDiscriminator(vae_channels(kind), cfg["disc_channels"], cfg["disc_layers"])
-        opt_vae = torch.optim.AdamW(vae.parameters(), lr=cfg["lr"])
-        opt_disc = torch.optim.AdamW(disc.parameters(), lr=cfg["disc_lr"], betas=(0.5, 0.9))
+        opt_vae = torch.optim.AdamW(vae.parameters(), lr=cfg["lr"], fused=True)
+        opt_disc = torch.optim.AdamW(disc.parameters(), lr=cfg["disc_lr"], betas=(0.5, 0.9), fused=True)
         self.vae, self.disc, self.opt_vae, self.opt_disc = accelerator.prepare(vae, disc, opt_vae, opt_disc)
         self.val_x = vae_inputs(kind, image_tensor(val.images), mask_tensor(val.masks))
 
@@ -269,7 +269,7 @@ class LdmTask:
         self.conditional = getattr(model, "mask_conditioned", False)  # model(z, t, masks, drop) vs model(z, t).sample
         self.cfg, self.acc, self.source, self.scheduler = cfg, accelerator, source, scheduler
         self.ema = copy.deepcopy(model).requires_grad_(False).to(accelerator.device) if cfg["ema_decay"] > 0 else None
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"])
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"], fused=True)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.val_latents, self.val_masks = val_latents, val_masks
         self._save, self._validate_fid = save, validate_fid
