@@ -39,6 +39,8 @@ def parse_args(argv):
     parser.add_argument("--fold", type=int, choices=FOLDS, help="run only the shared data stages and this fold's work")
     parser.add_argument("--stage", help="run only this stage (all its folds, or --fold's)")
     parser.add_argument("--jobs", type=int, help="fold instances of a stage run side by side (default: CPU cores / the profile's threads; 1 without pinned threads)")
+    parser.add_argument("--no-stage-host", dest="stage_host", action="store_false", help="start a fresh Python per stage "
+                        "instead of forking stages from one process that has imported torch (iusdiff.stagehost)")
     parser.add_argument("--verify", action="store_true", help="only re-check OUT/checksums.sha256 and name changed files")
     parser.add_argument("--publish", action="store_true", help="copy OUT/tables and OUT/figures into the repository's tables/ and figures/")
     parser.add_argument("--list", action="store_true", help="list the profile's stages and exit")
@@ -85,7 +87,8 @@ def main(argv=None) -> int:
     started = time.monotonic()
     try:
         jobs = args.jobs or default_jobs(profile)
-        summary = run_pipeline(ctx, STAGES, force=args.force, folds=FOLDS, fold=args.fold, only=args.stage, jobs=jobs)
+        summary = run_pipeline(ctx, STAGES, force=args.force, folds=FOLDS, fold=args.fold, only=args.stage, jobs=jobs,
+                               stage_host=args.stage_host)
     except StageFailed as exc:
         print(f"run_all: {exc}; finished stages are kept, rerun to continue", file=sys.stderr)
         return exc.code
@@ -100,6 +103,7 @@ def main(argv=None) -> int:
             "iusdiff_version": __version__,
             "python": platform.python_version(),
             "jobs": jobs,
+            "stage_host": args.stage_host,
             "stage_seconds": summary.seconds,
             "total_seconds": round(total, 2),
         },

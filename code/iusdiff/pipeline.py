@@ -26,6 +26,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,6 +36,7 @@ from typing import Any
 from iusdiff.digests import code_digest
 from iusdiff.errors import InputError
 from iusdiff.io import sha256_file, write_json, write_text
+from iusdiff.stagehost import HostUnavailable, StageHost
 from iusdiff.workers import WORKERS_ENV
 
 MANIFEST = "checksums.sha256"
@@ -217,17 +219,47 @@ def stage_command(stage: Stage, script: Path, argv: list[str], environ: dict[str
     return [*(launcher or [sys.executable]), str(script), *argv]
 
 
-def run_stage(stage: Stage, ctx: Context, argv: list[str], workers: int = 1) -> float:
-    """Run a stage's script; returns its peak resident memory in MiB (for bench/stages.py).
+def run_stage(stage: Stage, ctx: Context, argv: list[str], workers: int = 1, host: StageHost | None = None) -> float:
+    """Run a stage's script, forked from ``host`` when given and no launcher is set, else as a
+    subprocess; returns its peak resident memory in MiB (for bench/stages.py).
 
     ``workers``: processes the stage may use for independent items (iusdiff.workers)."""
     env = script_env(ctx.repo, ctx.profile.get("threads")) | {WORKERS_ENV: str(max(1, workers))}
-    with subprocess.Popen(stage_command(stage, script_path(stage, ctx.repo), argv, env), cwd=ctx.out, env=env) as process:
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise StageFailed(stage.name, process.returncode)
-    return usage.ru_maxrss / 1024  # Linux reports KiB
+    script = script_path(stage, ctx.repo)
+    command = stage_command(stage, script, argv, env)
+    if host is not None and command[0] == sys.executable:
+        code, maxrss_kib = host.run(script, argv, ctx.out, env)
+    else:
+        with subprocess.Popen(command, cwd=ctx.out, env=env) as process:
+            _, status, usage = os.wait4(process.pid, 0)
+        code, maxrss_kib = os.waitstatus_to_exitcode(status), usage.ru_maxrss
+    if code != 0:
+        raise StageFailed(stage.name, code)
+    return maxrss_kib / 1024  # Linux reports KiB
+
+
+class LazyHost:
+    """A run's stage host, started when the first stage has to run (a run with everything up to
+    date, e.g. ``make tables``, never pays its ~3 s of imports); None where it is off or declined."""
+
+    def __init__(self, ctx: Context, enabled: bool, log: Callable[[str], None]) -> None:
+        self.env, self.enabled, self.log = script_env(ctx.repo, ctx.profile.get("threads")), enabled, log
+        self.host: StageHost | None = None
+        self.lock = threading.Lock()
+
+    def get(self) -> StageHost | None:
+        with self.lock:
+            if self.enabled and self.host is None:
+                try:
+                    self.host = StageHost(self.env)
+                except HostUnavailable as why:
+                    self.log(f"stage host not used ({why}): every stage starts its own Python")
+                    self.enabled = False
+            return self.host
+
+    def close(self) -> None:
+        if self.host is not None:
+            self.host.close()
 
 
 @dataclass
@@ -334,9 +366,9 @@ def _up_to_date(ctx: Context, stage: Stage, fp: str, force: Sequence[str]) -> di
     return None if changed_files(ctx.out, record["files"]) else record
 
 
-def _execute(ctx: Context, stage: Stage, argv: list[str], fp: str, workers: int) -> dict[str, Any]:
+def _execute(ctx: Context, stage: Stage, argv: list[str], fp: str, workers: int, host: StageHost | None) -> dict[str, Any]:
     started = time.monotonic()
-    peak_mib = run_stage(stage, ctx, argv, workers)
+    peak_mib = run_stage(stage, ctx, argv, workers, host)
     seconds = time.monotonic() - started
     absent = [o for o in (*stage.outputs, *stage.volatile) if not (ctx.out / o).exists()]
     if absent:
@@ -369,6 +401,7 @@ def run_pipeline(
     fold: int | None = None,
     only: str | None = None,
     jobs: int = 1,
+    stage_host: bool = False,
 ) -> Summary:
     """Run the enabled stages in order; check every stage's inputs before any work starts.
 
@@ -376,6 +409,7 @@ def run_pipeline(
     instances (a cluster job); ``only`` to one stage. Inputs outside the selection must have
     been produced already. A full run afterwards finds everything up to date and merges.
     ``jobs`` > 1 runs stages whose inputs are ready side by side (folds, independent models).
+    ``stage_host``: fork the stages from one process that has imported torch (iusdiff.stagehost).
     """
     enabled = expand([s for s in stages if s.enabled(ctx)], folds)
     names = {s.name for s in enabled}
@@ -414,14 +448,18 @@ def run_pipeline(
                 summary.skipped.append(stage.name)
             else:
                 log(f"{prefix}  running: {stage.script} {' '.join(argv)}")
-                record = _execute(ctx, stage, argv, fp, jobs)
+                record = _execute(ctx, stage, argv, fp, jobs, host.get())
                 summary.ran.append(stage.name)
                 summary.seconds[stage.name] = record["seconds"]
                 log(f"{prefix}  done in {record['seconds']:.1f} s ({len(record['files'])} files)")
         records[stage.name] = record
         refresh_manifest(ctx.out, enabled)
 
-    run_when_ready(chosen, run_one, jobs)
+    host = LazyHost(ctx, stage_host, log)
+    try:
+        run_when_ready(chosen, run_one, jobs)
+    finally:
+        host.close()
     summary.files = refresh_manifest(ctx.out, enabled)
     return summary
 
