@@ -40,8 +40,13 @@ def print_table(out: Path) -> None:
     rows = stage_rows(out)
     if not rows:
         raise SystemExit(f"{out}: no stage records in {out / STATE_DIR} (run ./run_all.sh --out {out} first)")
-    profile = json.loads((out / "run.json").read_text())["profile"]["name"] if (out / "run.json").is_file() else "?"
-    print(f"\n{out} (profile {profile}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores)\n")
+    run = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
+    profile = run.get("profile", {}).get("name", "?")
+    print(f"\n{out} (profile {profile}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores)")
+    if run:
+        host = {True: "on", False: "off"}.get(run.get("stage_host"), "not recorded")
+        print(f"last invocation: {run['total_seconds']:.0f} s wall, --jobs {run['jobs']}, stage host {host}")
+    print()
     print(f"| {'stage':<18} | runs | {'wall s':>8} | {'peak MiB':>8} |")
     print(f"|{'-' * 20}|------|{'-' * 10}|{'-' * 10}|")
     for row in rows:
