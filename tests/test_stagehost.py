@@ -148,3 +148,36 @@ def test_a_stage_with_spawned_workers_returning_its_own_classes(host, tmp_path):
     script = write(tmp_path, "pool.py", POOL)
     assert host.run(script, [], tmp_path, script_env(REPO))[0] == 0
     assert (tmp_path / "squares.txt").read_text() == "1 4 9"
+
+
+INTERRUPTIBLE = """
+import os, pathlib, sys, time
+pathlib.Path("pid").write_text(str(os.getpid()))
+for _ in range(400):
+    time.sleep(0.05)
+    if pathlib.Path("stop").exists():
+        sys.exit(0)
+sys.exit(7)
+"""
+
+
+def test_ctrl_c_interrupts_the_stage_not_the_host(host, tmp_path):
+    import os
+    import signal
+    import time
+
+    script = write(tmp_path, "interruptible.py", INTERRUPTIBLE)
+    for target, expected in (("host", 0), ("stage", -signal.SIGINT)):
+        (tmp_path / "pid").unlink(missing_ok=True)
+        (tmp_path / "stop").unlink(missing_ok=True)
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(status=host.run(script, [], tmp_path, script_env(REPO))[0]))
+        thread.start()
+        while not (tmp_path / "pid").exists():
+            time.sleep(0.05)
+        os.kill(host.process.pid if target == "host" else int((tmp_path / "pid").read_text()), signal.SIGINT)
+        if target == "host":
+            time.sleep(0.5)
+            (tmp_path / "stop").write_text("")
+        thread.join()
+        assert result["status"] == expected, target  # the host ignored it and the stage finished; the stage died of it

@@ -22,6 +22,7 @@ import importlib
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -106,9 +107,10 @@ class StageHost:
         self._reader.close()
 
 
-def _child(request: dict, requests: int, reply) -> int:
+def _child(request: dict, requests: int, reply, interrupt) -> int:
     """Become the stage: what ``python script argv`` in ``cwd`` with ``env`` would have been. An
     exception or ``sys.exit`` leaves through the interpreter, which reports it as Python would."""
+    signal.signal(signal.SIGINT, interrupt)
     os.close(requests)
     reply.close()
     os.chdir(request["cwd"])
@@ -132,6 +134,9 @@ def serve() -> int:
     """The host's loop (``sys.argv``: request fd, reply fd, modules to import). In a forked child
     it returns the stage's exit status, so the child ends through normal interpreter shutdown."""
     requests, replies = int(sys.argv[1]), int(sys.argv[2])
+    # Ctrl-C reaches the runner and the stages; the host itself ends when the runner closes its
+    # pipe after the stages have stopped. Stages get the handler a fresh Python would have had.
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
     for module in sys.argv[3:]:
         importlib.import_module(module)
     import torch
@@ -152,7 +157,7 @@ def serve() -> int:
                 sys.stderr.flush()
                 pid = os.fork()
                 if pid == 0:
-                    return _child(request, requests, reply)
+                    return _child(request, requests, reply, interrupt)
                 pending[pid] = request["id"]
         while pending:
             pid, wait_status, usage = os.wait4(-1, os.WNOHANG)
