@@ -161,23 +161,40 @@ sys.exit(7)
 """
 
 
-def test_ctrl_c_interrupts_the_stage_not_the_host(host, tmp_path):
+def run_and_signal(host: StageHost, script: Path, folder: Path, target: str) -> int:
+    """Run the interruptible stage, send SIGINT to the host or the stage, let it stop; its status."""
     import os
     import signal
     import time
 
+    for name in ("pid", "stop"):
+        (folder / name).unlink(missing_ok=True)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(status=host.run(script, [], folder, script_env(REPO))[0]))
+    thread.start()
+    while not (folder / "pid").exists():
+        time.sleep(0.05)
+    os.kill(host.process.pid if target == "host" else int((folder / "pid").read_text()), signal.SIGINT)
+    time.sleep(0.5)
+    (folder / "stop").write_text("")
+    thread.join()
+    return result["status"]
+
+
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_reaches_the_stage_as_in_a_fresh_python_and_never_the_host(tmp_path, inherited):
+    import signal
+
     script = write(tmp_path, "interruptible.py", INTERRUPTIBLE)
-    for target, expected in (("host", 0), ("stage", -signal.SIGINT)):
-        (tmp_path / "pid").unlink(missing_ok=True)
-        (tmp_path / "stop").unlink(missing_ok=True)
-        result = {}
-        thread = threading.Thread(target=lambda: result.update(status=host.run(script, [], tmp_path, script_env(REPO))[0]))
-        thread.start()
-        while not (tmp_path / "pid").exists():
-            time.sleep(0.05)
-        os.kill(host.process.pid if target == "host" else int((tmp_path / "pid").read_text()), signal.SIGINT)
-        if target == "host":
-            time.sleep(0.5)
-            (tmp_path / "stop").write_text("")
-        thread.join()
-        assert result["status"] == expected, target  # the host ignored it and the stage finished; the stage died of it
+    # What the runner's own SIGINT disposition is decides what a fresh Python would do (an
+    # ignored SIGINT stays ignored across exec, as for a background job in a script).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler if inherited == "default" else signal.SIG_IGN)
+    try:
+        host = StageHost(script_env(REPO), preload=("json",))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        assert run_and_signal(host, script, tmp_path, "host") == 0  # the host ignored it, the stage finished
+        assert run_and_signal(host, script, tmp_path, "stage") == (-signal.SIGINT if inherited == "default" else 0)
+    finally:
+        host.close()
