@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import types
+from concurrent.futures import Future
 from pathlib import Path
 
 PRELOAD = ("numpy", "torch", "accelerate", "diffusers", "diffusers.models.autoencoders.autoencoder_kl",
@@ -51,53 +52,48 @@ class StageHost:
         os.close(replies_write)
         self._writer = os.fdopen(self._requests, "w", buffering=1)
         self._reader = os.fdopen(self._replies, "r")
-        self._lock, self._next_id, self._hello, self._gone = threading.Lock(), 0, None, False
-        self._ready = threading.Event()
-        self._waiting: dict[int, threading.Event] = {}
-        self._results: dict[int, dict] = {}
+        self._lock, self._next_id, self._gone = threading.Lock(), 0, False
+        self._hello: Future[dict | None] = Future()
+        self._pending: dict[int, Future[dict | None]] = {}
         self._thread = threading.Thread(target=self._read_replies, daemon=True)
         self._thread.start()
-        self._ready.wait()
-        if self._hello is None or self._hello["cuda"]:
+        hello = self._hello.result()
+        if hello is None or hello["cuda"]:
             self.close()
-            raise HostUnavailable("CUDA is available" if self._hello else f"the stage host exited ({self.process.returncode})")
+            raise HostUnavailable("CUDA is available" if hello else f"the stage host exited ({self.process.returncode})")
 
     def _read_replies(self) -> None:
         for line in self._reader:
             reply = json.loads(line)
             if "ready" in reply:
-                self._hello = reply
-                self._ready.set()
+                self._hello.set_result(reply)
                 continue
             with self._lock:
-                self._results[reply["id"]] = reply
-                self._waiting.pop(reply["id"]).set()
-        self._ready.set()
-        with self._lock:  # the host is gone: release every waiting stage
+                self._pending.pop(reply["id"]).set_result(reply)
+        with self._lock:  # the host is gone: release whoever still waits
             self._gone = True
-            for event in self._waiting.values():
-                event.set()
-            self._waiting.clear()
+            if not self._hello.done():
+                self._hello.set_result(None)
+            for future in self._pending.values():
+                future.set_result(None)
+            self._pending.clear()
 
     def run(self, script: Path, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, int]:
-        """Run ``script argv`` in a forked child; (exit status, peak resident KiB)."""
-        done = threading.Event()
+        """Run ``script argv`` in a forked child; (exit status, peak resident KiB), or (-1, 0) when
+        the host is gone."""
+        future: Future[dict | None] = Future()
         with self._lock:
             if self._gone:
                 return -1, 0
             request_id, self._next_id = self._next_id, self._next_id + 1
-            self._waiting[request_id] = done
+            self._pending[request_id] = future
             try:
                 self._writer.write(json.dumps({"id": request_id, "script": str(script), "argv": argv, "cwd": str(cwd), "env": env}) + "\n")
             except BrokenPipeError:
-                self._waiting.pop(request_id)
+                self._pending.pop(request_id)
                 return -1, 0
-        done.wait()
-        with self._lock:
-            reply = self._results.pop(request_id, None)
-        if reply is None:
-            return -1, 0  # the host died while the stage ran
-        return reply["status"], reply["maxrss_kib"]
+        reply = future.result()
+        return (-1, 0) if reply is None else (reply["status"], reply["maxrss_kib"])
 
     def close(self) -> None:
         """Stop the host (closing its request pipe ends it once its children have finished)."""
