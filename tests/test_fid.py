@@ -100,6 +100,15 @@ def test_features_shape_and_grayscale_equals_rgb_replica(
     np.testing.assert_allclose(extractor(images[:2].astype(np.float32) / 255.0), gray, rtol=1e-4, atol=1e-5)
 
 
+def test_batch_size_is_part_of_the_identity_and_moves_features_only_at_rounding(
+    extractor: fid.InceptionFeatures, images: np.ndarray
+) -> None:
+    assert extractor.batch_size == fid.CPU_BATCH
+    one = fid.InceptionFeatures(batch_size=1, progress=False)
+    assert one.identity != extractor.identity  # a cache filled at one batch size is not read at another
+    np.testing.assert_allclose(one(images), extractor(images), rtol=1e-4, atol=1e-5)
+
+
 def test_cache_hit_returns_identical_array_without_recomputing(
     extractor: fid.InceptionFeatures, images: np.ndarray, tmp_path: Path
 ) -> None:
