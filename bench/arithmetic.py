@@ -26,11 +26,10 @@ from iusdiff.config import load_profile
 from iusdiff.fid import InceptionFeatures
 from iusdiff.models import (
     MaskConditionedUNet,
-    MaskEmbedding,
     build_ius_unet,
     build_mask_unet,
     build_vae,
-    downsample_steps,
+    mask_conditioned_model,
     vae_factor,
     zero_text_embedding,
 )
@@ -68,8 +67,14 @@ def vae_step(cfg: dict, channels: int, size: int) -> Step:
     return training_step(vae, lambda: vae.decode(vae.encode(x).latent_dist.sample()).sample, x)
 
 
+def latent_grid(vae_cfg: dict, size: int) -> tuple[int, int]:
+    """(VAE downsampling factor, latent side) of the autoencoder these settings build."""
+    factor = vae_factor(build_vae(vae_cfg, 1, size))
+    return factor, size // factor
+
+
 def mask_ldm_step(cfg: dict, vae_cfg: dict, size: int) -> Step:
-    latent = size // 2 ** (len(vae_cfg["block_out_channels"]) - 1)
+    _, latent = latent_grid(vae_cfg, size)
     unet = build_mask_unet(cfg, latent, vae_cfg["latent_channels"])
     z = torch.randn(cfg["batch_size"], vae_cfg["latent_channels"], latent, latent)
     t = torch.randint(0, 1000, (len(z),))
@@ -77,15 +82,11 @@ def mask_ldm_step(cfg: dict, vae_cfg: dict, size: int) -> Step:
 
 
 def ius_model(cfg: dict, vae_cfg: dict, size: int) -> tuple[MaskConditionedUNet, int, int]:
-    factor = vae_factor(build_vae(vae_cfg, 1, size))
-    latent, channels = size // factor, vae_cfg["latent_channels"]
+    factor, latent = latent_grid(vae_cfg, size)
+    channels = vae_cfg["latent_channels"]
     unet = build_ius_unet(cfg, latent, channels, cfg["embedding_out_channels"], None)
-    embedding = MaskEmbedding(
-        channels=tuple(cfg["embedding_channels"]), out_channels=cfg["embedding_out_channels"],
-        downsample=downsample_steps(factor),
-    )
     text = zero_text_embedding(cfg["text_tokens"], unet.config.cross_attention_dim)
-    return MaskConditionedUNet(unet, embedding, text), latent, channels
+    return mask_conditioned_model(cfg, unet, factor, text), latent, channels
 
 
 def ius_ldm_step(cfg: dict, vae_cfg: dict, size: int) -> Step:

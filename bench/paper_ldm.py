@@ -32,7 +32,7 @@ from diffusers.models.attention_processor import AttnProcessor
 from torch.utils.flop_counter import FlopCounterMode
 
 from iusdiff.config import load_profile
-from iusdiff.models import MaskConditionedUNet, MaskEmbedding, noise_scheduler, zero_text_embedding
+from iusdiff.models import MaskConditionedUNet, mask_conditioned_model, noise_scheduler, zero_text_embedding
 
 SD_LATENT_CHANNELS, SD_FACTOR, SD_TEXT_TOKENS, SD_TEXT_DIM = 4, 8, 77, 768
 TINY_UNET = {"block_out_channels": (32, 64), "layers_per_block": 1, "norm_num_groups": 8,
@@ -64,16 +64,13 @@ class Config:
 def paper_model(size: int, tiny: bool) -> MaskConditionedUNet:
     """The proposed denoiser at the paper's shapes (random weights) or a tiny stand-in."""
     cfg = load_profile("paper")["ldm_ius"]
-    extra = cfg["embedding_out_channels"]
     shapes = TINY_UNET if tiny else {}
     text_dim = 32 if tiny else SD_TEXT_DIM
     unet = UNet2DConditionModel(
-        sample_size=size // SD_FACTOR, in_channels=SD_LATENT_CHANNELS + extra, out_channels=SD_LATENT_CHANNELS,
-        cross_attention_dim=text_dim, **shapes,
+        sample_size=size // SD_FACTOR, in_channels=SD_LATENT_CHANNELS + cfg["embedding_out_channels"],
+        out_channels=SD_LATENT_CHANNELS, cross_attention_dim=text_dim, **shapes,
     )
-    channels = (4, 4, 8, 8) if tiny else tuple(cfg["embedding_channels"])
-    embedding = MaskEmbedding(channels=channels, out_channels=extra, downsample=3)
-    return MaskConditionedUNet(unet, embedding, zero_text_embedding(SD_TEXT_TOKENS, text_dim))
+    return mask_conditioned_model(cfg, unet, SD_FACTOR, zero_text_embedding(SD_TEXT_TOKENS, text_dim))
 
 
 def make_step(model: MaskConditionedUNet, config: Config, batch: int, size: int, device: torch.device) -> Callable[[], None]:

@@ -34,12 +34,11 @@ from iusdiff.metrics import fid_from_features
 from iusdiff.models import (
     WEIGHT_DTYPES,
     MaskConditionedUNet,
-    MaskEmbedding,
     build_ius_unet,
     build_mask_unet,
-    downsample_steps,
     empty_prompt_embedding,
     load_trained_vae,
+    mask_conditioned_model,
     noise_scheduler,
     vae_factor,
     zero_text_embedding,
@@ -93,15 +92,12 @@ def build_model(args, cfg: dict, vae: AutoencoderKL, size: int) -> tuple[torch.n
     extra = cfg["embedding_out_channels"]
     unet = build_ius_unet(cfg, latent_size, channels, extra, root)
     text = empty_prompt_embedding(root) if root is not None else zero_text_embedding(cfg["text_tokens"], unet.config.cross_attention_dim)
-    embedding = MaskEmbedding(
-        channels=tuple(cfg["embedding_channels"]), out_channels=extra, downsample=downsample_steps(vae_factor(vae))
-    )
 
     def save_ius(model: MaskConditionedUNet, folder: Path) -> None:
         model.save(folder)
         scheduler.save_pretrained(folder / "scheduler")
 
-    return MaskConditionedUNet(unet, embedding, text), save_ius
+    return mask_conditioned_model(cfg, unet, vae_factor(vae), text), save_ius
 
 
 def fid_validation(cfg: dict, vae: AutoencoderKL, scheduler: DDPMScheduler, train: FoldData, val: FoldData, seed: int, device):

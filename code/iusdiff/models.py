@@ -316,3 +316,13 @@ def downsample_steps(factor: int) -> int:
     if 2**steps != factor:
         raise InputError(f"VAE downsampling factor {factor} is not a power of two")
     return steps
+
+
+def mask_conditioned_model(cfg: dict, unet: UNet2DConditionModel, factor: int, text: torch.Tensor) -> MaskConditionedUNet:
+    """The proposed denoiser around ``unet``: the profile's mask embedding, striding masks down to
+    the latent grid of a ×``factor`` VAE (built after the UNet, so seeded weights stay put)."""
+    embedding = MaskEmbedding(
+        channels=tuple(cfg["embedding_channels"]), out_channels=cfg["embedding_out_channels"],
+        downsample=downsample_steps(factor),
+    )
+    return MaskConditionedUNet(unet, embedding, text)
