@@ -42,6 +42,7 @@ from iusdiff.losses import (
     discriminator_hinge_loss,
     generator_adversarial_loss,
     kl_loss,
+    spectral_loss,
 )
 from iusdiff.models import encode_latents, normalise_latents
 
@@ -144,6 +145,10 @@ class VaeTask:
                 perc = self.perceptual(rec.float(), x)
                 rec_loss = rec_loss + cfg["perceptual_weight"] * perc
                 values["perceptual"] = perc.item()
+            if cfg.get("spectral_weight", 0.0) > 0:
+                spectral = spectral_loss(rec, x)
+                rec_loss = rec_loss + cfg["spectral_weight"] * spectral
+                values["spectral"] = spectral.item()
             loss = rec_loss + cfg["kl_weight"] * kl
             if adversarial:
                 g_adv = generator_adversarial_loss(self.disc(rec))
