@@ -58,7 +58,7 @@ from iusdiff.errors import InputError
 from iusdiff.fid import InceptionFeatures
 from iusdiff.io import atomic_dir, atomic_path, load_mask_png, save_png
 from iusdiff.metrics import mmd2_unbiased
-from iusdiff.models import MaskConditionedUNet
+from iusdiff.models import MaskConditionedUNet, load_unconditional
 from iusdiff.runs import (
     OPTIONS,
     completed,
@@ -203,7 +203,7 @@ class OneStepModels:
         vae_dir, ldm_dir = model_dir(args.joint_vae, fold), model_dir(args.onestep_ldm, fold)
         self.identity = {"joint_vae": folder_digest(vae_dir), "onestep_ldm": folder_digest(ldm_dir)}
         self.joint_vae = AutoencoderKL.from_pretrained(vae_dir).to(device).eval()
-        self.unet = UNet2DModel.from_pretrained(ldm_dir / "unet").to(device).eval()
+        self.unet = load_unconditional(ldm_dir).to(device).eval()
         self.schedule = DDPMScheduler.from_pretrained(ldm_dir / "scheduler").config
 
     def generate(self, cfg: dict, dataset, fold: int, device, extractor: InceptionFeatures | None) -> Generated:

@@ -36,18 +36,18 @@ from iusdiff.controlnet import (
     CONTROLNET_DIR,
     ControlledUNet,
     ControlNetTask,
-    PromptedUNet,
     build_controlnet,
-    build_phase_a,
 )
 from iusdiff.data import Augmentation, load_fold, seed_for
 from iusdiff.errors import InputError
 from iusdiff.models import (
     SCHEDULER_DIR,
     WEIGHT_DTYPES,
-    empty_prompt_embedding,
+    PromptedUNet,
+    build_prompted_unet,
     load_trained_vae,
     noise_scheduler,
+    pretrained_text_embedding,
     vae_factor,
     zero_text_embedding,
 )
@@ -58,6 +58,7 @@ from iusdiff.runs import (
     data_digest,
     dataset_folds,
     folder_digest,
+    pretrained_identity,
     script_digest,
     settings,
     training_settings,
@@ -97,9 +98,9 @@ def text_embedding(args, cfg: dict) -> tuple[torch.Tensor, Path | None]:
     if not cfg["pretrained"]:
         return zero_text_embedding(cfg["text_tokens"], cfg["cross_attention_dim"]), None
     if args.pretrained is None:
-        raise InputError("these settings start from SD-1.5's UNet: pass --pretrained DIR")
+        raise InputError("these settings start from a pretrained UNet: pass --pretrained DIR (SD-1.5 or the pretrain stage's base)")
     root = check_pretrained(args.pretrained, ("unet", "text_encoder", "tokenizer"))
-    return empty_prompt_embedding(root), root
+    return pretrained_text_embedding(root), root
 
 
 class FoldInputs:
@@ -126,7 +127,7 @@ class FoldInputs:
 def phase_a_task(args, cfg: dict, inputs: FoldInputs, seed: int) -> LdmTask:
     """Phase A: the UNet alone, unconditional, on iUS latents."""
     text, root = text_embedding(args, cfg)
-    model = build_phase_a(cfg, inputs.latent_size, inputs.vae.config.latent_channels, root, text)
+    model = build_prompted_unet(cfg, inputs.latent_size, inputs.vae.config.latent_channels, root, text)
     scheduler = noise_scheduler(cfg)
 
     def save(model: PromptedUNet, folder: Path) -> None:
@@ -172,7 +173,8 @@ def run_phase(args, phase: str, cfg: dict, inputs: FoldInputs, key: str, seed: i
 def train_fold(args, cfg: dict, dataset, fold: int) -> None:
     fold_dir = args.out / f"fold{fold}"
     vae_dir = args.vae / f"fold{fold}" / MODEL_DIR
-    identity = {"model": "controlnet", "fold": fold, "pretrained": args.pretrained}
+    reference = args.pretrained if cfg["pretrained"] else None
+    identity = {"model": "controlnet", "fold": fold, "pretrained": pretrained_identity(reference, ("unet", "text_encoder", "tokenizer"))}
     common = (identity, data_digest(dataset, fold), folder_digest(vae_dir), script_digest(__file__))
     key_a = run_key("phase_a", training_settings(cfg["phase_a"]), *common)
     fold_key = run_key(key_a, training_settings(cfg["phase_b"]))

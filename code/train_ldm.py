@@ -4,16 +4,22 @@
     python code/train_ldm.py --model mask --slices DIR --vae MASK_VAE_DIR --out DIR --profile P
     python code/train_ldm.py --model ius  --slices DIR --vae IMAGE_VAE_DIR --out DIR --profile P
     python code/train_ldm.py --model onestep --slices DIR --vae JOINT_VAE_DIR --out DIR --profile P
-                             [--fold 1-5] [--pretrained SD_DIR] [--resume] [--steps N]
+    python code/train_ldm.py --model image --slices CORPUS --vae IMAGE_VAE_DIR --out DIR --profile P --settings pretrain.ldm_image
+                             [--fold 1-5] [--pretrained BASE_DIR] [--resume] [--steps N]
 
 ``mask``: the unconditional mask generator (UNet2DModel on mask latents). ``ius``: the proposed
 mask-conditioned iUS generator (mask embedding concatenated with the noisy latent, SD-shaped
 UNet2DConditionModel with widened conv_in, condition dropout for classifier-free guidance).
-``onestep``: the one-step baseline, an unconditional UNet2DModel (the mask generator's family)
-on the latents of the joint image+mask autoencoder (train_vae.py --kind joint).
-VAE_DIR is train_vae.py's output (fold{K}/model is used). Writes OUT/fold{K}/model/ (the best
+``onestep``: the one-step baseline, an unconditional LDM on the latents of the joint image+mask
+autoencoder (train_vae.py --kind joint): the SD-shaped UNet when it starts from a pretrained
+base, else a UNet2DModel (the mask generator's family). ``image``: an unconditional SD-shaped
+iUS LDM, the CPU profiles' base UNet pretrained on the outside corpus (the pretrain stages).
+VAE_DIR is train_vae.py's output (fold{K}/model is used). BASE_DIR is SD-1.5 in diffusers
+format or the pretrain stage's base (vae/, unet/, vae_mask/, unet_mask/); the settings'
+``pretrained`` says which models start from it. Writes OUT/fold{K}/model/ (the best
 checkpoint: unet/ [+ mask_embedding/, text_embedding.safetensors] and scheduler/),
-checkpoints/, log.csv, validation.csv and options.json. Settings: [<profile>.ldm_<model>].
+checkpoints/, log.csv, validation.csv and options.json. Settings: [<profile>.ldm_<model>], or
+the table named by --settings.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 
 from iusdiff.cli import run, save_options
 from iusdiff.data import Augmentation, FoldData, load_fold, seed_for
@@ -32,14 +38,18 @@ from iusdiff.errors import InputError
 from iusdiff.fid import InceptionFeatures
 from iusdiff.metrics import fid_from_features
 from iusdiff.models import (
+    MASK_UNET_DIR,
+    SCHEDULER_DIR,
+    UNET_DIR,
     WEIGHT_DTYPES,
     MaskConditionedUNet,
     build_ius_unet,
     build_mask_unet,
-    empty_prompt_embedding,
+    build_prompted_unet,
     load_trained_vae,
     mask_conditioned_model,
     noise_scheduler,
+    pretrained_text_embedding,
     vae_factor,
     zero_text_embedding,
 )
@@ -50,6 +60,7 @@ from iusdiff.runs import (
     data_digest,
     dataset_folds,
     folder_digest,
+    pretrained_identity,
     script_digest,
     training_config,
     training_settings,
@@ -60,7 +71,7 @@ from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, v
 from iusdiff.training import MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.weights import check_pretrained
 
-MODELS = {"mask": "mask", "ius": "image", "onestep": "joint"}  # model -> what its VAE encodes
+MODELS = {"mask": "mask", "ius": "image", "onestep": "joint", "image": "image"}  # model -> what its VAE encodes
 
 
 def parse_args(argv):
@@ -72,32 +83,48 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def base_parts(model: str) -> tuple[str, ...]:
+    """The parts of a pretrained base a model of this kind starts from."""
+    return (MASK_UNET_DIR,) if model == "mask" else ("unet", "text_encoder", "tokenizer")
+
+
+def pretrained_root(args, cfg: dict, subfolders: tuple[str, ...]) -> Path | None:
+    """The pretrained base to start from (SD-1.5, or the pretrain stage's base), when the
+    settings ask for one."""
+    if not cfg.get("pretrained", False):
+        return None
+    if args.pretrained is None:
+        raise InputError("these settings start from a pretrained UNet: pass --pretrained DIR (SD-1.5 or the pretrain stage's base)")
+    return check_pretrained(args.pretrained, subfolders)
+
+
 def build_model(args, cfg: dict, vae: AutoencoderKL, size: int) -> tuple[torch.nn.Module, Callable]:
-    """The denoiser and how to save it (with its noise schedule) as a deployable model."""
+    """The denoiser and how to save it (with its noise schedule) as a deployable model.
+
+    ``image`` (the base's unconditional iUS LDM, ControlNet's phase-A model) and a pretrained
+    ``onestep`` are the SD-shaped UNet with its fixed text input; ``mask`` and a from-scratch
+    ``onestep`` are plain unconditional UNet2DModels; ``ius`` is the proposed model.
+    """
     latent_size, channels = size // vae_factor(vae), vae.config.latent_channels
     scheduler = noise_scheduler(cfg)
-    if args.model in ("mask", "onestep"):
-        unet = build_mask_unet(cfg, latent_size, channels)
 
-        def save_unconditional(model, folder: Path) -> None:
-            model.save_pretrained(folder / "unet")
-            scheduler.save_pretrained(folder / "scheduler")
+    def save_with_schedule(model, folder: Path) -> None:
+        if isinstance(model, UNet2DModel):
+            model.save_pretrained(folder / UNET_DIR)
+        else:  # the SD-shaped models save their UNet beside their fixed inputs
+            model.save(folder)
+        scheduler.save_pretrained(folder / SCHEDULER_DIR)
 
-        return unet, save_unconditional
-    root = None
-    if cfg["pretrained"]:
-        if args.pretrained is None:
-            raise InputError("these settings start from SD-1.5's UNet: pass --pretrained DIR")
-        root = check_pretrained(args.pretrained, ("unet", "text_encoder", "tokenizer"))
-    extra = cfg["embedding_out_channels"]
-    unet = build_ius_unet(cfg, latent_size, channels, extra, root)
-    text = empty_prompt_embedding(root) if root is not None else zero_text_embedding(cfg["text_tokens"], unet.config.cross_attention_dim)
-
-    def save_ius(model: MaskConditionedUNet, folder: Path) -> None:
-        model.save(folder)
-        scheduler.save_pretrained(folder / "scheduler")
-
-    return mask_conditioned_model(cfg, unet, vae_factor(vae), text), save_ius
+    if args.model == "mask" or (args.model == "onestep" and not cfg.get("pretrained", False)):
+        root = pretrained_root(args, cfg, base_parts(args.model)) if args.model == "mask" else None
+        return build_mask_unet(cfg, latent_size, channels, root), save_with_schedule
+    root = pretrained_root(args, cfg, base_parts(args.model))
+    if args.model in ("image", "onestep"):
+        text = pretrained_text_embedding(root) if root is not None else zero_text_embedding(cfg["text_tokens"], cfg["cross_attention_dim"])
+        return build_prompted_unet(cfg, latent_size, channels, root, text), save_with_schedule
+    unet = build_ius_unet(cfg, latent_size, channels, cfg["embedding_out_channels"], root)
+    text = pretrained_text_embedding(root) if root is not None else zero_text_embedding(cfg["text_tokens"], unet.config.cross_attention_dim)
+    return mask_conditioned_model(cfg, unet, vae_factor(vae), text), save_with_schedule
 
 
 def fid_validation(cfg: dict, vae: AutoencoderKL, scheduler: DDPMScheduler, train: FoldData, val: FoldData, seed: int, device):
@@ -120,7 +147,8 @@ def fid_validation(cfg: dict, vae: AutoencoderKL, scheduler: DDPMScheduler, trai
 def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
     fold_dir = args.out / f"fold{fold}"
     vae_dir = args.vae / f"fold{fold}" / MODEL_DIR
-    identity = {"model": args.model, "fold": fold, "pretrained": args.pretrained}
+    reference = args.pretrained if cfg.get("pretrained", False) else None
+    identity = {"model": args.model, "fold": fold, "pretrained": pretrained_identity(reference, base_parts(args.model))}
     key = run_key(identity, training_settings(cfg), data_digest(dataset, fold), folder_digest(vae_dir), script_digest(__file__))
     if args.resume and completed(fold_dir, key):
         print(f"ldm_{args.model} fold {fold}: up to date")

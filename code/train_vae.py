@@ -22,13 +22,14 @@ from iusdiff.data import Augmentation, image_tensor, load_fold, mask_tensor, see
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_dir
 from iusdiff.losses import perceptual_loss
-from iusdiff.models import build_vae, load_pretrained_vae
+from iusdiff.models import MASK_VAE_DIR, build_vae, load_pretrained_vae
 from iusdiff.runs import (
     OPTIONS,
     add_training_arguments,
     completed,
     data_digest,
     dataset_folds,
+    pretrained_identity,
     script_digest,
     training_config,
     training_settings,
@@ -47,17 +48,26 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def base_vae_folder(kind: str) -> str:
+    """The pretrained base's autoencoder a VAE of ``kind`` starts from (the joint VAE folds SD's)."""
+    return MASK_VAE_DIR if kind == "mask" else "vae"
+
+
 def build_model(cfg: dict, kind: str, size: int, pretrained: str | None) -> AutoencoderKL:
+    """From scratch, or finetuned from a pretrained base: SD-1.5's VAE (paper) or the CPU base
+    pretrained on the outside corpus (its ``vae/`` for images, ``vae_mask/`` for masks)."""
     if cfg["pretrained"]:
         if pretrained is None:
-            raise InputError("these settings finetune SD-1.5's VAE: pass --pretrained DIR")
-        return load_pretrained_vae(check_pretrained(pretrained, ("vae",)), vae_channels(kind))
+            raise InputError("these settings finetune a pretrained VAE: pass --pretrained DIR (SD-1.5 or the pretrain stage's base)")
+        subfolder = base_vae_folder(kind)
+        return load_pretrained_vae(check_pretrained(pretrained, (subfolder,)), vae_channels(kind), subfolder)
     return build_vae(cfg, vae_channels(kind), size)
 
 
 def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
     fold_dir = args.out / f"fold{fold}"
-    identity = {"kind": args.kind, "fold": fold, "pretrained": args.pretrained}
+    reference = args.pretrained if cfg["pretrained"] else None
+    identity = {"kind": args.kind, "fold": fold, "pretrained": pretrained_identity(reference, (base_vae_folder(args.kind),))}
     key = run_key(identity, training_settings(cfg), data_digest(dataset, fold), script_digest(__file__))
     if args.resume and completed(fold_dir, key):
         print(f"vae_{args.kind} fold {fold}: up to date")
@@ -91,7 +101,9 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
 
 
 def finalise(model_dir: Path, cfg: dict, kind: str, data, device) -> dict | None:
-    """Record the latent statistics of a from-scratch VAE in its config (SD's VAE keeps its scale)."""
+    """Record the latent statistics of a from-scratch VAE in its config; a finetuned VAE keeps
+    its base's (SD's constant scale, or the statistics the CPU base recorded on the corpus),
+    which is what the base's UNet was trained on."""
     if cfg["pretrained"]:
         return None
     vae = AutoencoderKL.from_pretrained(model_dir).to(device)

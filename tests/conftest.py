@@ -111,3 +111,24 @@ def fold_data(n: int, seed: int, size: int = 32) -> FoldData:
         masks[i, r : r + 8, c : c + 6] = 1
     images = (rng.integers(0, 120, (n, size, size)) + 100 * masks).astype(np.uint8)
     return FoldData(images=images, masks=masks, records=tuple(range(n)))
+
+
+@pytest.fixture(scope="session")
+def smoke_base(tmp_path_factory) -> Path:
+    """A pretrained base in make_base.py's layout (vae/, unet/ + text input, vae_mask/, unet_mask/)
+    with the smoke profile's pretrain shapes and untrained weights: what the smoke profile's
+    per-fold trainings start from (--pretrained)."""
+    import torch
+
+    from iusdiff.config import load_profile
+    from iusdiff.models import MASK_UNET_DIR, MASK_VAE_DIR, build_mask_unet, build_prompted_unet, build_vae, zero_text_embedding
+
+    tables = load_profile("smoke")["pretrain"]
+    root = tmp_path_factory.mktemp("base")
+    torch.manual_seed(0)
+    build_vae(tables["vae_image"], 1, 64).save_pretrained(root / "vae")
+    build_vae(tables["vae_mask"], 1, 64).save_pretrained(root / MASK_VAE_DIR)
+    unet = tables["ldm_image"]
+    build_prompted_unet(unet, 16, 4, None, zero_text_embedding(unet["text_tokens"], unet["cross_attention_dim"])).save(root)
+    build_mask_unet(tables["ldm_mask"], 8, 4).save_pretrained(root / MASK_UNET_DIR)
+    return root

@@ -14,12 +14,12 @@ from safetensors.torch import load_file
 
 import sample
 import train_controlnet
-from iusdiff.controlnet import CONTROLNET_DIR, ControlledUNet, ControlNetTask, PromptedUNet, build_controlnet, build_phase_a
+from iusdiff.controlnet import CONTROLNET_DIR, ControlledUNet, ControlNetTask, build_controlnet
 from iusdiff.config import load_profile
 from iusdiff.data import Augmentation
 from iusdiff.errors import InputError
 from iusdiff.io import load_png, save_png, write_json
-from iusdiff.models import build_vae, noise_scheduler, zero_text_embedding
+from iusdiff.models import PromptedUNet, build_prompted_unet, build_vae, noise_scheduler, zero_text_embedding
 from iusdiff.pipeline import Context
 from iusdiff.samples import Sample, write_manifest
 from iusdiff.stages import STAGES
@@ -51,7 +51,7 @@ def latent_source(vae: AutoencoderKL, acc, kind: str = "image") -> LatentSource:
 def phase_a_task() -> LdmTask:
     acc, vae = make_accelerator("no"), tiny_vae()
     set_determinism(1)
-    model = build_phase_a(UNET_CFG, SIZE // 4, 4, None, zero_text_embedding(1, 8))
+    model = build_prompted_unet(UNET_CFG, SIZE // 4, 4, None, zero_text_embedding(1, 8))
     z, masks = validation_latents(vae, "image", fold_data(4, 1), acc.device)
     return LdmTask(model, latent_source(vae, acc), noise_scheduler(LDM_CFG), z, masks, LDM_CFG, acc, lambda m, f: m.save(f))
 
@@ -59,7 +59,7 @@ def phase_a_task() -> LdmTask:
 def phase_b_task(base: PromptedUNet | None = None) -> ControlNetTask:
     acc, vae = make_accelerator("no"), tiny_vae()
     set_determinism(2)
-    base = base or build_phase_a(UNET_CFG, SIZE // 4, 4, None, zero_text_embedding(1, 8))
+    base = base or build_prompted_unet(UNET_CFG, SIZE // 4, 4, None, zero_text_embedding(1, 8))
     model = ControlledUNet(base, build_controlnet(base.unet, (4, 4, 4), vae))
     z, masks = validation_latents(vae, "image", fold_data(4, 1), acc.device)
     save = lambda m, f: m.controlnet.save_pretrained(f / CONTROLNET_DIR)  # noqa: E731
@@ -74,7 +74,7 @@ def test_from_unet_copies_the_trained_phase_a_unet_and_phase_b_leaves_it_frozen(
     task_a = phase_a_task()
     run(task_a, tmp_path / "a")
     base = PromptedUNet.load(tmp_path / "a" / MODEL_DIR)
-    fresh = build_phase_a(UNET_CFG, SIZE // 4, 4, None, zero_text_embedding(1, 8))
+    fresh = build_prompted_unet(UNET_CFG, SIZE // 4, 4, None, zero_text_embedding(1, 8))
     assert any(not torch.equal(p, q) for p, q in zip(base.unet.parameters(), fresh.unet.parameters()))  # trained
     task_b = phase_b_task(base)
     controlnet = task_b.acc.unwrap_model(task_b.model).controlnet
@@ -91,7 +91,7 @@ def test_from_unet_copies_the_trained_phase_a_unet_and_phase_b_leaves_it_frozen(
 
 
 def test_the_conditioning_embedding_must_reach_the_latent_resolution():
-    unet = build_phase_a(UNET_CFG, SIZE // 4, 4, None, zero_text_embedding(1, 8)).unet
+    unet = build_prompted_unet(UNET_CFG, SIZE // 4, 4, None, zero_text_embedding(1, 8)).unet
     with pytest.raises(InputError, match="the VAE needs 2"):
         build_controlnet(unet, (4, 4, 4, 4), tiny_vae())
     assert build_controlnet(unet, (4, 4, 4), tiny_vae()).config.conditioning_channels == 1
@@ -155,10 +155,11 @@ def check_contract(folder: Path, n: int, seeds: list[int] | None = None) -> list
     return rows
 
 
-def test_train_controlnet_then_sample_controlnet_writes_the_contract(tmp_path):
+def test_train_controlnet_then_sample_controlnet_writes_the_contract(tmp_path, smoke_base):
     slices = tiny_slices(tmp_path / "slices")
     tiny_vae().save_pretrained(tmp_path / "vae_image" / "fold1" / MODEL_DIR)
-    argv = ["--slices", slices, "--vae", tmp_path / "vae_image", "--out", tmp_path / "controlnet", "--profile", "smoke", "--steps", "2"]
+    argv = ["--slices", slices, "--vae", tmp_path / "vae_image", "--out", tmp_path / "controlnet", "--profile", "smoke", "--steps", "2",
+            "--pretrained", smoke_base]
     train_controlnet.main([str(a) for a in argv])
     fold = tmp_path / "controlnet" / "fold1"
     assert (fold / "options.json").is_file()
@@ -188,6 +189,8 @@ def test_baseline_stages_run_for_every_profile_and_the_paper_controlnet_starts_f
         for name in BASELINE_STAGES:
             argv = [str(a) for a in stages[name].args(ctx)]
             assert stages[name].per_fold and "--resume" in argv and argv[argv.index("--profile") + 1] == profile
-        assert ("--pretrained" in stages["controlnet"].args(ctx)) == (profile == "paper")
-        assert ("--pretrained" in stages["vae_joint"].args(ctx)) == (profile == "paper")
+        base = str(tmp_path / "weights" / "stable-diffusion-v1-5") if profile == "paper" else "pretrain/base"
+        for name in ("controlnet", "vae_joint", "ldm_onestep"):  # all three start from the profile's base
+            argv = stages[name].args(ctx)
+            assert argv[argv.index("--pretrained") + 1].endswith(base.split("/")[-1]) and "pretrain" in stages[name].deps
     assert set(stages["sample_controlnet"].deps) == {"slices", "controlnet", "vae_image", "sample"}

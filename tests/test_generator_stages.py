@@ -11,6 +11,8 @@ from iusdiff.stages import GENERATOR_STAGES, STAGES, check_pretrained_weights
 
 from test_generator_models import sd_folder
 
+PRETRAIN_STAGES = ("corpus", "pretrain_vae_image", "pretrain_vae_mask", "pretrain_ldm_image", "pretrain_ldm_mask", "pretrain")
+
 
 def context(profile: str, repo) -> Context:
     return Context(profile=load_profile(profile), out=repo / "out", repo=repo, resect_root="r", seg_root="s")
@@ -44,3 +46,16 @@ def test_paper_profile_passes_the_sd_folder_to_the_finetuned_models(tmp_path):
     for name, pretrained in (("vae_image", True), ("vae_mask", False), ("ldm_mask", False), ("ldm_ius", True)):
         argv = stage(name).args(ctx)
         assert (argv[argv.index("--pretrained") + 1] == expected) if pretrained else "--pretrained" not in argv
+
+
+def test_cpu_profiles_pretrain_their_own_base_once_and_finetune_every_fold_from_it(tmp_path):
+    for profile in ("smoke", "default"):
+        ctx = context(profile, tmp_path)
+        assert all(stage(name).enabled(ctx) and not stage(name).per_fold for name in PRETRAIN_STAGES)
+        for name in ("vae_image", "vae_mask", "ldm_mask", "ldm_ius"):
+            argv = stage(name).args(ctx)
+            assert argv[argv.index("--pretrained") + 1] == "pretrain/base" and "pretrain" in stage(name).deps
+        argv = stage("pretrain_ldm_image").args(ctx)
+        assert argv[argv.index("--slices") + 1] == "pretrain/corpus" and argv[argv.index("--settings") + 1] == "pretrain.ldm_image"
+    paper = context("paper", tmp_path)
+    assert not any(stage(name).enabled(paper) for name in PRETRAIN_STAGES)  # SD-1.5 is the paper's base

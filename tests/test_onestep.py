@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from diffusers import UNet2DModel
+from diffusers import AutoencoderKL, UNet2DModel
 from safetensors.torch import load_file
 
 import sample
 import train_ldm
 import train_vae
 from iusdiff.errors import InputError
-from iusdiff.models import build_mask_unet, noise_scheduler
+from iusdiff.models import PromptedUNet, build_mask_unet, load_unconditional, noise_scheduler
 from iusdiff.sampling import sample_joint
 from iusdiff.tasks import LdmTask, validation_latents
 from iusdiff.training import CHECKPOINTS, MODEL_DIR, make_accelerator, set_determinism
@@ -61,12 +61,14 @@ def test_an_interrupted_onestep_ldm_resumes_into_the_same_run(tmp_path):
     assert all(torch.equal(v, b[k]) for k, v in a.items())
 
 
-def test_train_vae_joint_train_ldm_onestep_and_sample_onestep_write_the_contract(tmp_path):
+def test_train_vae_joint_train_ldm_onestep_and_sample_onestep_write_the_contract(tmp_path, smoke_base):
     slices = str(tiny_slices(tmp_path / "slices"))
-    common = ["--slices", slices, "--profile", "smoke", "--steps", "2"]
+    common = ["--slices", slices, "--profile", "smoke", "--steps", "2", "--pretrained", str(smoke_base)]
     train_vae.main(["--kind", "joint", "--out", str(tmp_path / "vae_joint"), *common])
+    assert AutoencoderKL.from_pretrained(tmp_path / "vae_joint" / "fold1" / MODEL_DIR).config.in_channels == 2  # the base's, folded
     train_ldm.main(["--model", "onestep", "--vae", str(tmp_path / "vae_joint"), "--out", str(tmp_path / "ldm"), *common])
-    assert UNet2DModel.from_pretrained(tmp_path / "ldm" / "fold1" / MODEL_DIR / "unet").config.in_channels == 4
+    model = load_unconditional(tmp_path / "ldm" / "fold1" / MODEL_DIR)  # the base's SD-shaped UNet with its text input
+    assert isinstance(model, PromptedUNet) and model.config.in_channels == 4 and model.config.sample_size == 32 // 4
     sample.main(["--model", "onestep", "--slices", slices, "--joint-vae", str(tmp_path / "vae_joint"),
                  "--onestep-ldm", str(tmp_path / "ldm"), "--out", str(tmp_path / "onestep"), "--profile", "smoke"])
     check_contract(tmp_path / "onestep" / "fold1", 6)  # N = the fold's 6 training slices

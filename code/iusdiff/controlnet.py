@@ -22,54 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from iusdiff.data import mask_tensor, to_uint8
 from iusdiff.errors import InputError
-from iusdiff.models import TEXT_FILE, UNET_DIR, build_ius_unet, decode_latents, downsample_steps, vae_factor
+from iusdiff.models import PromptedUNet, decode_latents, downsample_steps, text_batch, vae_factor
 from iusdiff.sampling import IMAGE_NOISE, denoise, generators, make_sampler
 from iusdiff.tasks import LdmTask
 
 CONTROLNET_DIR = "controlnet"
 CONDITIONING_CHANNELS = 1  # the mask itself, not an RGB hint image (module docstring)
-
-
-def _text_batch(text: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return text.to(like.dtype).expand(like.shape[0], -1, -1)
-
-
-class PromptedUNet(nn.Module):
-    """Phase A's denoiser: the UNet with its fixed text input. Called like an unconditional
-    ``UNet2DModel`` (``model(noisy, t).sample``), so :class:`LdmTask` trains it as one."""
-
-    def __init__(self, unet: UNet2DConditionModel, text: torch.Tensor) -> None:
-        super().__init__()
-        self.unet = unet
-        self.register_buffer("text", text, persistent=False)
-
-    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor):
-        return self.unet(noisy, timesteps, encoder_hidden_states=_text_batch(self.text, noisy))
-
-    def save(self, folder: Path) -> None:
-        self.unet.save_pretrained(folder / UNET_DIR)
-        save_file({"text": self.text.contiguous().cpu()}, folder / TEXT_FILE)
-
-    @classmethod
-    def load(cls, folder: Path) -> PromptedUNet:
-        if not (folder / UNET_DIR / "config.json").is_file():
-            raise InputError(f"{folder}: no phase-A UNet (run train_controlnet.py first)")
-        return cls(UNet2DConditionModel.from_pretrained(folder / UNET_DIR), load_file(folder / TEXT_FILE)["text"])
-
-
-def build_phase_a(cfg: dict, latent_size: int, latent_channels: int, pretrained: Path | None, text: torch.Tensor) -> PromptedUNet:
-    """SD-1.5's UNet as it is (paper), or the proposed model's small SD-shaped UNet without the
-    mask channels (default/smoke): the same family, so the baseline differs by conditioning only."""
-    if pretrained is not None:
-        unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", local_files_only=True)
-    else:
-        unet = build_ius_unet(cfg, latent_size, latent_channels, extra=0, pretrained=None)
-    return PromptedUNet(unet, text)
 
 
 def build_controlnet(unet: UNet2DConditionModel, embedding_channels: Sequence[int], vae: AutoencoderKL) -> ControlNetModel:
@@ -101,7 +63,7 @@ class ControlledUNet(nn.Module):
         self.controlnet = controlnet
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, masks: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-        text = _text_batch(self.base.text, noisy)
+        text = text_batch(self.base.text, noisy)
         down, mid = self.controlnet(
             noisy, timesteps, encoder_hidden_states=text, controlnet_cond=masks.to(noisy.dtype), return_dict=False
         )

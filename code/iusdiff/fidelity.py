@@ -120,6 +120,41 @@ def image_quality(real: np.ndarray, gen: np.ndarray, seed: int = 0) -> Quality:
 
 
 # ---------------------------------------------------------------------------------------------
+# Memorisation: how close generated images sit to the training set (the paper's Fig. 5 finding)
+
+
+def squared_distances(images: np.ndarray, training: np.ndarray) -> np.ndarray:
+    """(n, m) sums of squared pixel differences between n images and m training images."""
+    a = images.reshape(len(images), -1).astype(np.float64)
+    b = training.reshape(len(training), -1).astype(np.float64)
+    return np.maximum((a**2).sum(1)[:, None] + (b**2).sum(1)[None] - 2.0 * a @ b.T, 0.0)
+
+
+def nearest_distances(images: np.ndarray, training: np.ndarray) -> np.ndarray:
+    """Root-mean-square pixel distance of each image to its nearest training image (the L2 that
+    picks Fig. 5's pairs)."""
+    return np.sqrt(squared_distances(images, training).min(axis=1) / images[0].size)
+
+
+@dataclass(frozen=True)
+class Memorisation:
+    """Nearest-training-image distances of a generated set against those of held-out real images:
+    ``ratio`` < 1 means generated images sit closer to the training set than new real images do;
+    ``copies`` is the fraction closer than all but 5% of the held-out real images."""
+
+    median_generated: float
+    median_held_out: float
+    ratio: float
+    copies: float
+
+
+def memorisation(generated: np.ndarray, held_out: np.ndarray, training: np.ndarray) -> Memorisation:
+    gen, held = nearest_distances(generated, training), nearest_distances(held_out, training)
+    median_gen, median_held = float(np.median(gen)), float(np.median(held))
+    return Memorisation(median_gen, median_held, median_gen / median_held, float(np.mean(gen < np.percentile(held, 5))))
+
+
+# ---------------------------------------------------------------------------------------------
 # Morphological fidelity
 
 

@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from iusdiff.fidelity import MODELS, ModelComparison
+from iusdiff.fidelity import MODELS, ModelComparison, squared_distances
 from iusdiff.plotting import MASK_COLOUR, STYLE, TEXT_WIDTH_IN
 
 Pair = tuple[np.ndarray, np.ndarray]  # (uint8 image, {0,1} mask)
@@ -117,8 +117,7 @@ class NearestPair:
 
 def nearest_training(image: np.ndarray, training: np.ndarray) -> int:
     """Index of the training image closest to ``image`` in L2 (training: N×H×W uint8)."""
-    diff = training.astype(np.float32) - image.astype(np.float32)[None]
-    return int(np.argmin((diff**2).reshape(len(training), -1).sum(axis=1)))
+    return int(np.argmin(squared_distances(image[None], training)[0]))
 
 
 def squared_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:

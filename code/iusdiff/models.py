@@ -25,8 +25,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from iusdiff.errors import InputError
+from iusdiff.weights import TEXT_FILE
 
-UNET_DIR, EMBEDDING_DIR, SCHEDULER_DIR, TEXT_FILE = "unet", "mask_embedding", "scheduler", "text_embedding.safetensors"
+UNET_DIR, EMBEDDING_DIR, SCHEDULER_DIR = "unet", "mask_embedding", "scheduler"
+# A pretrained base's folders: SD-1.5's vae/ and unet/; the CPU profiles' base (pretrained on
+# the outside corpus) adds the mask models the paper trains from scratch.
+MASK_VAE_DIR, MASK_UNET_DIR = "vae_mask", "unet_mask"
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # frozen weights per mixed_precision
 
 
@@ -48,6 +52,14 @@ def empty_prompt_embedding(root: Path) -> torch.Tensor:
 def zero_text_embedding(tokens: int, dim: int) -> torch.Tensor:
     """The default/smoke profiles' fixed text input: no text encoder, zeros (1, tokens, dim)."""
     return torch.zeros(1, tokens, dim)
+
+
+def pretrained_text_embedding(root: Path) -> torch.Tensor:
+    """The fixed text input a pretrained base was trained with: the one it recorded
+    (``text_embedding.safetensors``, the CPU profiles' base) or SD-1.5's empty prompt."""
+    if (root / TEXT_FILE).is_file():
+        return load_file(root / TEXT_FILE)["text"]
+    return empty_prompt_embedding(root)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,8 +116,10 @@ def load_trained_vae(folder: Path, device, dtype: torch.dtype) -> AutoencoderKL:
     return AutoencoderKL.from_pretrained(folder, torch_dtype=dtype).requires_grad_(False).eval().to(device)
 
 
-def load_pretrained_vae(root: Path, channels: int) -> AutoencoderKL:
-    vae = AutoencoderKL.from_pretrained(root, subfolder="vae", local_files_only=True)
+def load_pretrained_vae(root: Path, channels: int, subfolder: str = "vae") -> AutoencoderKL:
+    """A pretrained base's autoencoder (SD-1.5's ``vae/``, or the CPU base's ``vae_mask/``),
+    folded to ``channels`` when its channel count differs."""
+    vae = AutoencoderKL.from_pretrained(root, subfolder=subfolder, local_files_only=True)
     return fold_vae_channels(vae, channels) if vae.config.in_channels != channels else vae
 
 
@@ -157,12 +171,22 @@ def noise_scheduler(cfg: dict) -> DDPMScheduler:
 # Mask generator
 
 
+def at_latent_size(unet: UNet2DModel | UNet2DConditionModel, latent_size: int) -> UNet2DModel | UNet2DConditionModel:
+    """A pretrained UNet recorded at this run's latent size (SD's config says 64, i.e. 512 px;
+    unconditional sampling draws noise of ``sample_size``)."""
+    unet.register_to_config(sample_size=latent_size)
+    return unet
+
+
 def _block_types(attention: list[bool], plain: str, attn: str) -> tuple[str, ...]:
     return tuple(attn if a else plain for a in attention)
 
 
-def build_mask_unet(cfg: dict, latent_size: int, latent_channels: int) -> UNet2DModel:
-    """Unconditional UNet2DModel on mask latents (from scratch in every profile)."""
+def build_mask_unet(cfg: dict, latent_size: int, latent_channels: int, pretrained: Path | None = None) -> UNet2DModel:
+    """Unconditional UNet2DModel on mask latents: from scratch (paper, the authors'), or the
+    CPU base's ``unet_mask/`` pretrained on the outside corpus's masks."""
+    if pretrained is not None:
+        return at_latent_size(UNet2DModel.from_pretrained(pretrained, subfolder=MASK_UNET_DIR, local_files_only=True), latent_size)
     attention = list(cfg["attention"])
     return UNet2DModel(
         sample_size=latent_size,
@@ -260,8 +284,8 @@ def build_ius_unet(cfg: dict, latent_size: int, latent_channels: int, extra: int
     width with its default initialisation rather than widened with zero columns.
     """
     if pretrained is not None:
-        unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", local_files_only=True)
-        return widen_conv_in(unet, unet.config.in_channels + extra)
+        unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder=UNET_DIR, local_files_only=True)
+        return widen_conv_in(at_latent_size(unet, latent_size), unet.config.in_channels + extra)
     attention = list(cfg["attention"])
     return UNet2DConditionModel(
         sample_size=latent_size,
@@ -308,6 +332,64 @@ class MaskConditionedUNet(nn.Module):
         unet = UNet2DConditionModel.from_pretrained(folder / UNET_DIR)
         embedding = MaskEmbedding.from_pretrained(folder / EMBEDDING_DIR)
         return cls(unet, embedding, load_file(folder / TEXT_FILE)["text"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Unconditional SD-shaped LDM: the CPU base's image UNet, ControlNet's phase A, a pretrained one-step
+
+
+def text_batch(text: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return text.to(like.dtype).expand(like.shape[0], -1, -1)
+
+
+class PromptedUNet(nn.Module):
+    """A ``UNet2DConditionModel`` with its fixed text input, called like an unconditional
+    ``UNet2DModel`` (``model(noisy, t).sample``, ``.config``, ``.dtype``), so training
+    (:class:`~iusdiff.tasks.LdmTask`) and sampling treat both families alike."""
+
+    def __init__(self, unet: UNet2DConditionModel, text: torch.Tensor) -> None:
+        super().__init__()
+        self.unet = unet
+        self.register_buffer("text", text, persistent=False)
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor):
+        return self.unet(noisy, timesteps, encoder_hidden_states=text_batch(self.text, noisy))
+
+    def save(self, folder: Path) -> None:
+        self.unet.save_pretrained(folder / UNET_DIR)
+        save_file({"text": self.text.contiguous().cpu()}, folder / TEXT_FILE)
+
+    @classmethod
+    def load(cls, folder: Path) -> PromptedUNet:
+        if not (folder / UNET_DIR / "config.json").is_file():
+            raise InputError(f"{folder}: no trained UNet (run its training script first)")
+        return cls(UNet2DConditionModel.from_pretrained(folder / UNET_DIR), load_file(folder / TEXT_FILE)["text"])
+
+
+def build_prompted_unet(cfg: dict, latent_size: int, latent_channels: int, pretrained: Path | None, text: torch.Tensor) -> PromptedUNet:
+    """A pretrained base's UNet as it is (SD-1.5, or the CPU base), or the proposed model's small
+    SD-shaped UNet without the mask channels: the same family as the proposed model's, so
+    the baselines differ from it by conditioning only."""
+    if pretrained is not None:
+        unet = at_latent_size(UNet2DConditionModel.from_pretrained(pretrained, subfolder=UNET_DIR, local_files_only=True), latent_size)
+    else:
+        unet = build_ius_unet(cfg, latent_size, latent_channels, extra=0, pretrained=None)
+    return PromptedUNet(unet, text)
+
+
+def load_unconditional(folder: Path) -> UNet2DModel | PromptedUNet:
+    """An unconditional LDM saved by train_ldm.py: SD-shaped (it saved its text input) or not."""
+    if (folder / TEXT_FILE).is_file():
+        return PromptedUNet.load(folder)
+    return UNet2DModel.from_pretrained(folder / UNET_DIR)
 
 
 def downsample_steps(factor: int) -> int:

@@ -19,6 +19,7 @@ from iusdiff.errors import InputError
 from iusdiff.io import sha256_file
 from iusdiff.digests import code_digest
 from iusdiff.slices import SliceDataset
+from iusdiff.weights import TEXT_FILE, resolve_pretrained
 
 OPTIONS = "options.json"
 
@@ -45,11 +46,14 @@ def dataset_folds(dataset: SliceDataset, requested: list[int] | None) -> list[in
 
 
 def settings(profile_name: str, section: str, overrides: dict) -> dict:
-    """A profile's ``[<profile>.<section>]`` table with the CLI's non-None overrides applied."""
-    profile = load_profile(profile_name)
-    if section not in profile:
-        raise InputError(f"profile '{profile_name}' has no [{profile_name}.{section}] settings")
-    merged = dict(profile[section])
+    """A profile's ``[<profile>.<section>]`` table (``section`` may be dotted, e.g.
+    ``pretrain.vae_image``) with the CLI's non-None overrides applied."""
+    table = load_profile(profile_name)
+    for part in section.split("."):
+        if not isinstance(table, dict) or part not in table:
+            raise InputError(f"profile '{profile_name}' has no [{profile_name}.{section}] settings")
+        table = table[part]
+    merged = dict(table)
     merged.update({k: v for k, v in overrides.items() if v is not None})
     return merged
 
@@ -80,6 +84,18 @@ def folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def pretrained_identity(reference: str | None, subfolders: tuple[str, ...]) -> dict | None:
+    """What a finetuning run starts from: the base's location and the content of the parts it
+    reads, so a retrained base (the CPU profiles build theirs in the run) is a different run."""
+    if reference is None:
+        return None
+    root = resolve_pretrained(reference)
+    digests = {sub: folder_digest(root / sub) for sub in subfolders if (root / sub).is_dir()}
+    if (root / TEXT_FILE).is_file():
+        digests[TEXT_FILE] = sha256_file(root / TEXT_FILE)
+    return {"reference": str(reference), "digests": digests}
+
+
 def completed(fold_dir: Path, key: str) -> bool:
     """Whether ``fold_dir`` holds the finished result of the run identified by ``key``."""
     path = fold_dir / OPTIONS
@@ -102,13 +118,15 @@ def add_training_arguments(parser: argparse.ArgumentParser, steps_help: str = "o
         parser.add_argument("--steps", type=int, help=steps_help)
     parser.add_argument("--checkpointing_steps", type=int, help="save a resumable checkpoint every N steps")
     parser.add_argument("--seed", type=int, help="base seed (per-fold seeds derive from it)")
+    parser.add_argument("--settings", metavar="SECTION", help="profile table to train with instead of the script's own "
+                        "(e.g. pretrain.vae_image: the base model's pretraining on the outside corpus)")
 
 
 def training_config(args: argparse.Namespace, section: str) -> dict:
     """A training script's ``[<profile>.<section>]`` with its CLI overrides (``--steps`` replaces
     a profile's ``epochs``) and the profile's shared ``augmentation`` table."""
     overrides = {"steps": args.steps, "checkpointing_steps": args.checkpointing_steps, "seed": args.seed}
-    cfg = settings(args.profile, section, overrides)
+    cfg = settings(args.profile, args.settings or section, overrides)
     if args.steps is not None:
         cfg.pop("epochs", None)
     cfg["augmentation"] = settings(args.profile, "augmentation", {})

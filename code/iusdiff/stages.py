@@ -15,6 +15,8 @@ from iusdiff.resect import mask_path, us_path
 from iusdiff.weights import check_pretrained
 
 PHANTOM_DIR = "phantom"
+CORPUS_DIR = "pretrain/corpus"  # the outside pretraining corpus (iusdiff.corpus), apart from the study data
+BASE_DIR = "pretrain/base"      # the CPU profiles' pretrained base, SD-1.5's analogue
 MODELS_DIR = "models"
 SAMPLES_DIR = "samples/proposed"  # the two-step generator's pairs: fold{K}/{masks,images}/, manifest.csv
 GENERATOR_STAGES = ("vae_image", "vae_mask", "ldm_mask", "ldm_ius", "sample")
@@ -52,14 +54,23 @@ def _cases(ctx: Context) -> str:
     return ",".join(str(c) for c in ctx.profile["cases"])
 
 
+def builds_base(ctx: Context) -> bool:
+    """Whether the profile pretrains its own base on the outside corpus (the CPU profiles) instead
+    of starting from SD-1.5 (the paper profile)."""
+    return "pretrain" in ctx.profile
+
+
 def uses_pretrained(profile: dict) -> bool:
     """Whether a profile starts any generator model from SD-1.5 (the paper profile)."""
-    return any(profile[section].get("pretrained", False) for section in ("vae_image", "ldm_ius"))
+    return "pretrain" not in profile and any(profile[section].get("pretrained", False) for section in ("vae_image", "ldm_ius"))
 
 
 def pretrained_root(ctx: Context) -> str:
-    """SD-1.5's location for a profile: a folder relative to the repository if it exists, else
-    the setting itself (an absolute folder, or a Hub id already in the local HF cache)."""
+    """The base per-fold models start from: the run's own pretrained base (CPU profiles), or
+    SD-1.5: a folder relative to the repository if it exists, else the setting itself (an
+    absolute folder, or a Hub id already in the local HF cache)."""
+    if builds_base(ctx):
+        return BASE_DIR
     reference = ctx.profile["stable_diffusion"]
     local = ctx.repo / reference
     return str(local) if local.is_dir() else reference
@@ -101,6 +112,29 @@ def _train_ldm_args(model: str, vae: str) -> Callable[[Context], list[str]]:
         ]
 
     return args
+
+
+def _pretrain_args(script_model: list[str], part: str, vae: str | None = None) -> Callable[[Context], list[str]]:
+    """A base model's training on the corpus: the per-fold script with the pretrain table."""
+    def args(ctx: Context) -> list[str]:
+        return [
+            *script_model, "--slices", CORPUS_DIR, *(["--vae", f"pretrain/{vae}"] if vae else []),
+            "--out", f"pretrain/{part}", "--profile", ctx.profile["name"], "--settings", f"pretrain.{part}", "--resume",
+        ]
+
+    return args
+
+
+def _pretrain_stage(part: str, script: str, model: list[str], vae: str | None = None) -> Stage:
+    return Stage(
+        name=f"pretrain_{part}",
+        script=script,
+        outputs=(f"pretrain/{part}",),
+        args=_pretrain_args(model, part, vae),
+        deps=("corpus", *((f"pretrain_{vae}",) if vae else ())),
+        enabled=builds_base,
+        distributed=True,
+    )
 
 
 def _sample_args(ctx: Context) -> list[str]:
@@ -150,6 +184,34 @@ STAGES: list[Stage] = [
         deps=("phantom",),
         preflight=check_real_data,
     ),
+    # The CPU profiles' SD-1.5 analogue: an outside corpus of phantom subjects in no split, the
+    # base models pretrained on it once, assembled into pretrain/base; per-fold models start from it.
+    Stage(
+        name="corpus",
+        script="make_corpus.py",
+        outputs=(CORPUS_DIR, "figures/corpus_montage.png"),
+        args=lambda ctx: [
+            "--out", CORPUS_DIR, "--subjects", ctx.profile["corpus"]["subjects"], "--seed", ctx.profile["corpus"]["seed"],
+            "--scale", ctx.profile["phantom"]["scale"], "--size", ctx.profile["size"],
+            "--validation-subjects", ctx.profile["corpus"]["validation_subjects"], "--montage", "figures/corpus_montage.png",
+        ],
+        enabled=builds_base,
+    ),
+    _pretrain_stage("vae_image", "train_vae.py", ["--kind", "image"]),
+    _pretrain_stage("vae_mask", "train_vae.py", ["--kind", "mask"]),
+    _pretrain_stage("ldm_image", "train_ldm.py", ["--model", "image"], vae="vae_image"),
+    _pretrain_stage("ldm_mask", "train_ldm.py", ["--model", "mask"], vae="vae_mask"),
+    Stage(
+        name="pretrain",
+        script="make_base.py",
+        outputs=(BASE_DIR,),
+        args=lambda ctx: [
+            "--vae", "pretrain/vae_image", "--unet", "pretrain/ldm_image", "--vae-mask", "pretrain/vae_mask",
+            "--unet-mask", "pretrain/ldm_mask", "--corpus", CORPUS_DIR, "--out", BASE_DIR,
+        ],
+        deps=("corpus", "pretrain_vae_image", "pretrain_vae_mask", "pretrain_ldm_image", "pretrain_ldm_mask"),
+        enabled=builds_base,
+    ),
     Stage(
         name="table1",
         script="make_table1.py",
@@ -164,7 +226,7 @@ STAGES: list[Stage] = [
         script="train_vae.py",
         outputs=(f"{MODELS_DIR}/vae_image/fold{{fold}}",),
         args=_train_vae_args("image"),
-        deps=("slices",),
+        deps=("slices", "pretrain"),
         preflight=check_pretrained_weights,
         per_fold=True,
         distributed=True,
@@ -174,7 +236,7 @@ STAGES: list[Stage] = [
         script="train_vae.py",
         outputs=(f"{MODELS_DIR}/vae_mask/fold{{fold}}",),
         args=_train_vae_args("mask"),
-        deps=("slices",),
+        deps=("slices", "pretrain"),
         per_fold=True,
         distributed=True,
     ),
@@ -183,7 +245,7 @@ STAGES: list[Stage] = [
         script="train_ldm.py",
         outputs=(f"{MODELS_DIR}/ldm_mask/fold{{fold}}",),
         args=_train_ldm_args("mask", "vae_mask"),
-        deps=("slices", "vae_mask"),
+        deps=("slices", "vae_mask", "pretrain"),
         per_fold=True,
         distributed=True,
     ),
@@ -192,7 +254,7 @@ STAGES: list[Stage] = [
         script="train_ldm.py",
         outputs=(f"{MODELS_DIR}/ldm_ius/fold{{fold}}",),
         args=_train_ldm_args("ius", "vae_image"),
-        deps=("slices", "vae_image"),
+        deps=("slices", "vae_image", "pretrain"),
         per_fold=True,
         distributed=True,
     ),
@@ -234,7 +296,7 @@ STAGES: list[Stage] = [
         script="train_vae.py",
         outputs=(f"{MODELS_DIR}/vae_joint/fold{{fold}}",),
         args=_train_vae_args("joint"),
-        deps=("slices",),
+        deps=("slices", "pretrain"),
         preflight=check_pretrained_weights,
         per_fold=True,
         distributed=True,
@@ -244,7 +306,7 @@ STAGES: list[Stage] = [
         script="train_ldm.py",
         outputs=(f"{MODELS_DIR}/ldm_onestep/fold{{fold}}",),
         args=_train_ldm_args("onestep", "vae_joint"),
-        deps=("slices", "vae_joint"),
+        deps=("slices", "vae_joint", "pretrain"),
         per_fold=True,
         distributed=True,
     ),
@@ -270,7 +332,7 @@ STAGES: list[Stage] = [
             "--slices", "slices", "--vae", f"{MODELS_DIR}/vae_image", "--out", f"{MODELS_DIR}/controlnet",
             "--profile", ctx.profile["name"], "--resume", *_pretrained_args(ctx, "controlnet"),
         ],
-        deps=("slices", "vae_image"),
+        deps=("slices", "vae_image", "pretrain"),
         preflight=check_pretrained_weights,
         per_fold=True,
         distributed=True,

@@ -11,6 +11,9 @@ from pathlib import Path
 from iusdiff.errors import InputError
 
 SD_SUBFOLDERS = ("vae", "unet", "text_encoder", "tokenizer")
+TEXT_SUBFOLDERS = ("text_encoder", "tokenizer")
+# The fixed text input a base records when it has no text encoder (the CPU profiles' base).
+TEXT_FILE = "text_embedding.safetensors"
 
 
 def resolve_pretrained(reference: str | Path) -> Path:
@@ -39,6 +42,8 @@ def resolve_pretrained(reference: str | Path) -> Path:
 def check_pretrained(reference: str | Path, subfolders: tuple[str, ...] = SD_SUBFOLDERS) -> Path:
     """Fail before any work if a subfolder's config or weights are missing."""
     root = resolve_pretrained(reference)
+    if (root / TEXT_FILE).is_file():
+        subfolders = tuple(sub for sub in subfolders if sub not in TEXT_SUBFOLDERS)
     for sub in subfolders:
         folder = root / sub
         if sub == "tokenizer":
