@@ -21,7 +21,7 @@ from iusdiff.cli import run, save_options
 from iusdiff.data import Augmentation, image_tensor, load_fold, mask_tensor, seed_for
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_dir
-from iusdiff.losses import perceptual_loss
+from iusdiff.losses import perceptual_available, perceptual_loss
 from iusdiff.models import build_vae, load_pretrained_vae
 from iusdiff.runs import (
     OPTIONS,
@@ -57,7 +57,9 @@ def build_model(cfg: dict, kind: str, size: int, pretrained: str | None) -> Auto
 
 def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
     fold_dir = args.out / f"fold{fold}"
-    identity = {"kind": args.kind, "fold": fold, "pretrained": args.pretrained}
+    # Whether VGG16 was there is part of the run: weights added later retrain with the term on.
+    identity = {"kind": args.kind, "fold": fold, "pretrained": args.pretrained,
+                "perceptual": perceptual_available(cfg["perceptual_weight"])}
     key = run_key(identity, training_settings(cfg), data_digest(dataset, fold), script_digest(__file__))
     if args.resume and completed(fold_dir, key):
         print(f"vae_{args.kind} fold {fold}: up to date")
