@@ -267,3 +267,31 @@ def test_evaluate_images_names_a_short_generated_set(tmp_path):
     result = run_script("evaluate_images.py", "--slices", slices, "--samples", tmp_path / "samples", "--profile", "smoke",
                         "--folds", "1", cwd=tmp_path)
     assert result.returncode == 2 and "proposed/fold1/manifest.csv: 3 generated pairs, Table 2 needs 6" in result.stderr
+
+
+def test_vae_reference_encodes_256px_images_in_batches_of_the_limit(tmp_path):
+    """Memory bound of the reconstruction reference: no image-VAE call holds more than
+    --vae-batch images (SD's VAE at 256 px: ~160 MiB of activations per image in fp32)."""
+    from diffusers import AutoencoderKL
+    from evaluate_images import reconstructions
+
+    torch.manual_seed(0)  # x8 like SD's VAE, so its mid-block attention sees 32 x 32 latents
+    AutoencoderKL(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                  block_out_channels=(4, 4, 4, 4), norm_num_groups=4).save_pretrained(tmp_path / "vae" / "fold1" / "model")
+    vae_root = tmp_path / "vae"
+    images = list(np.random.default_rng(0).integers(0, 256, (10, 256, 256), dtype=np.uint8))
+    batches = {"Encoder": [], "Decoder": []}
+
+    def record(module, inputs, output):
+        if type(module).__name__ in batches:
+            batches[type(module).__name__].append(inputs[0].shape[0])
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        batched = reconstructions(vae_root, 1, images, "cpu", batch_size=3)
+    finally:
+        handle.remove()
+    assert batches == {"Encoder": [3, 3, 3, 1], "Decoder": [3, 3, 3, 1]}
+    one_by_one = reconstructions(vae_root, 1, images, "cpu", batch_size=1)
+    assert len(batched) == 10 and batched[0].shape == (256, 256) and batched[0].dtype == np.uint8
+    assert max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(batched, one_by_one)) <= 1  # batching changes nothing
