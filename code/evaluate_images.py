@@ -50,6 +50,7 @@ from iusdiff.fidelity import (
     generator_label,
     image_quality,
     ordered_models,
+    pairing_note,
     result_numbers,
     spaced_subset,
     standin_model,
@@ -333,13 +334,15 @@ def main(argv=None) -> int:
     write_summary(args.metrics / "summary.csv", log)
     write_summary(args.metrics / "reference.csv", references, REFERENCE_FIELDS)
     model_labels = {m: i.standin for m, i in inputs.items() if i.standin}
-    notes = table_notes(profile, extractor, cap, seg_labels, seg_missing, log, size_px, references)
+    segmented = [m for m in models if any(r.model == m for r in per_image)]
+    pairing = [pairing_note(segmented)] if segmented else []
+    notes = table_notes(profile, extractor, cap, seg_labels, seg_missing, log, size_px, references) + [f"{n}." for n in pairing]
     write_table(table2(entries, models, args.folds, skipped, model_labels, notes), args.tables)
     labels = number_labels(profile, models, inputs, extractor, cap, seg_labels)
     numbers = result_numbers(entries, models, args.folds, labels)
-    segmented = [m for m in models if any(r.model == m for r in per_image)]
     comparisons = {metric: compare_models(per_image, segmented, metric) for metric in ("dice", "hd95")}
-    fig_labels = [provenance(profile), *sorted(set(seg_labels.values()))] + [f"{MODELS[m]}: {l}" for m, l in model_labels.items()]
+    fig_labels = [provenance(profile), *sorted(set(seg_labels.values())), *pairing]
+    fig_labels += [f"{MODELS[m]}: {l}" for m, l in model_labels.items()]
     fig_labels += [f"{MODELS[m]}: not run" for m in skipped]
     if seg_missing:
         fig_labels.append(f"no DSC/HD95 for fold {', '.join(map(str, seg_missing))} (no segmenter; see Table 2's notes)")
