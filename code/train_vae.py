@@ -76,8 +76,8 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
     task = VaeTask(args.kind, vae, batches, val_data, cfg, perceptual, accelerator)
     loop = LoopConfig.from_settings(cfg, resolve_steps(cfg, len(train_data), accelerator.num_processes))
     state = train(task, loop, fold_dir, key, accelerator, args.resume, desc=f"vae_{args.kind} fold {fold}")
-    scaling = finalise(fold_dir / MODEL_DIR, cfg, args.kind, train_data, accelerator.device)
-    if accelerator.is_main_process:
+    if accelerator.is_main_process:  # one writer of the final model (the other ranks would race it)
+        scaling = finalise(fold_dir / MODEL_DIR, cfg, args.kind, train_data, accelerator.device)
         save_options(
             fold_dir / OPTIONS,
             args,
