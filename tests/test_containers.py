@@ -104,6 +104,7 @@ def test_compose_services_gpu_mounts_and_cpu_profile():
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert {"./data:/data:ro", "./weights:/weights:ro", "./outputs:/outputs"} <= set(repro["volumes"])
     assert repro["command"][:2] == ["--profile", "paper"] and cpu["command"][:2] == ["--profile", "default"]
+    assert repro["command"][repro["command"].index("--weights") + 1] == "/weights"  # the mount, not /opt/iusdiff/weights
     assert cpu["profiles"] == ["cpu"] and "figures" in compose["services"]
 
 
