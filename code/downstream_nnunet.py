@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from iusdiff.cli import cases_argument, run, save_options
+from iusdiff.cli import cases_argument, positive_int, run, save_options
 from iusdiff.config import PROFILES, load_profile, provenance
 from iusdiff.downstream import (
     METRICS,
@@ -74,12 +74,6 @@ def parse_args(argv):
     parser.add_argument("--workers", type=positive_int, default=min(os.cpu_count() or 1, 8), help="processes for preprocessing")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads for training and inference (cpu only)")
     return parser.parse_args(argv)
-
-
-def positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return int(value)
 
 
 def check_device(device: str) -> None:

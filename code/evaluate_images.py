@@ -4,7 +4,8 @@
     python code/evaluate_images.py --slices slices --samples samples --profile P \
         [--models proposed,pix2pix,controlnet,onestep] [--tables tables] [--figures figures] \
         [--metrics metrics/images] [--results results/table2.csv] [--segmenter medsam|standin|auto] \
-        [--medsam-checkpoint PATH] [--downstream downstream] [--folds 1-5] [--fid-max-images N] [--image-vae DIR]
+        [--medsam-checkpoint PATH] [--downstream downstream] [--folds 1-5] [--fid-max-images N] [--image-vae DIR] \
+        [--vae-batch N]
 
 --samples holds one folder per model in the sample contract (iusdiff.samples); a model whose
 folder is absent is skipped and the table says so. Per fold, the first N pairs of each model are
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from iusdiff.cli import cases_argument, run, save_options
+from iusdiff.cli import cases_argument, positive_int, run, save_options
 from iusdiff.config import PROFILES, load_profile, provenance
 from iusdiff.downstream import captured_output, limit_cpu_threads, restore_matplotlib_defaults
 from iusdiff.errors import InputError
@@ -49,6 +50,7 @@ from iusdiff.fidelity import (
     generator_label,
     image_quality,
     ordered_models,
+    pairing_note,
     result_numbers,
     spaced_subset,
     standin_model,
@@ -90,6 +92,8 @@ def parse_args(argv):
     parser.add_argument("--logs", type=Path, default=Path("logs/evaluate_images"), help="nnU-Net's output while it loads")
     parser.add_argument("--image-vae", type=Path, help="train_vae.py --kind image output (fold{K}/model): adds its "
                         "reconstructions' FID/KID as a reference")
+    parser.add_argument("--vae-batch", type=positive_int, default=16, help="real images per image-VAE call for the "
+                        "reconstruction reference (memory grows with it: SD's VAE at 256 px, ~160 MiB per image)")
     parser.add_argument("--device", help="torch device (default: the profile's)")
     return parser.parse_args(argv)
 
@@ -158,16 +162,15 @@ REFERENCE_FIELDS = ("reference", "fold", "n_real", "n_other", "fid", "kid", "kid
 REFERENCES = {"held_out": "real held-out images (validation + test)", "vae_reconstruction": "image-VAE reconstructions"}
 
 
-def reconstructions(vae_root: Path, fold: int, images: list[np.ndarray], device: str) -> list[np.ndarray]:
-    """The fold's image autoencoder applied to real images (posterior mode), as uint8."""
+def reconstructions(vae_root: Path, fold: int, images: list[np.ndarray], device: str, batch_size: int) -> list[np.ndarray]:
+    """The fold's image autoencoder applied to real images (posterior mode), as uint8,
+    ``batch_size`` images per VAE call."""
     import torch
 
-    from iusdiff.data import image_tensor, to_uint8
-    from iusdiff.models import decode_latents, encode_latents, load_trained_vae
+    from iusdiff.models import load_trained_vae, reconstruct
 
     vae = load_trained_vae(vae_root / f"fold{fold}" / "model", device, torch.float32)
-    with torch.no_grad():
-        return list(to_uint8(decode_latents(vae, encode_latents(vae, image_tensor(np.stack(images)).to(device), None))))
+    return list(reconstruct(vae, np.stack(images), batch_size))
 
 
 def reference_rows(dataset: SliceDataset, fold: int, args: argparse.Namespace, extractor: InceptionFeatures,
@@ -178,7 +181,7 @@ def reference_rows(dataset: SliceDataset, fold: int, args: argparse.Namespace, e
     held_out = [dataset.image(r) for r in dataset.select(fold, "val") + dataset.select(fold, "test")]
     sets = {"held_out": held_out}
     if args.image_vae is not None:
-        sets["vae_reconstruction"] = reconstructions(args.image_vae, fold, compared, args.device)
+        sets["vae_reconstruction"] = reconstructions(args.image_vae, fold, compared, args.device, args.vae_batch)
     rows = []
     for name, images in sets.items():
         quality = image_quality(real, features_for_images(images, args.feature_cache, extractor))
@@ -331,13 +334,15 @@ def main(argv=None) -> int:
     write_summary(args.metrics / "summary.csv", log)
     write_summary(args.metrics / "reference.csv", references, REFERENCE_FIELDS)
     model_labels = {m: i.standin for m, i in inputs.items() if i.standin}
-    notes = table_notes(profile, extractor, cap, seg_labels, seg_missing, log, size_px, references)
+    segmented = [m for m in models if any(r.model == m for r in per_image)]
+    pairing = [pairing_note(segmented)] if segmented else []
+    notes = table_notes(profile, extractor, cap, seg_labels, seg_missing, log, size_px, references) + [f"{n}." for n in pairing]
     write_table(table2(entries, models, args.folds, skipped, model_labels, notes), args.tables)
     labels = number_labels(profile, models, inputs, extractor, cap, seg_labels)
     numbers = result_numbers(entries, models, args.folds, labels)
-    segmented = [m for m in models if any(r.model == m for r in per_image)]
     comparisons = {metric: compare_models(per_image, segmented, metric) for metric in ("dice", "hd95")}
-    fig_labels = [provenance(profile), *sorted(set(seg_labels.values()))] + [f"{MODELS[m]}: {l}" for m, l in model_labels.items()]
+    fig_labels = [provenance(profile), *sorted(set(seg_labels.values())), *pairing]
+    fig_labels += [f"{MODELS[m]}: {l}" for m, l in model_labels.items()]
     fig_labels += [f"{MODELS[m]}: not run" for m in skipped]
     if seg_missing:
         fig_labels.append(f"no DSC/HD95 for fold {', '.join(map(str, seg_missing))} (no segmenter; see Table 2's notes)")

@@ -6,7 +6,8 @@
 
 --generated holds one folder per fold in the sample contract (iusdiff.samples):
 fold{K}/manifest.csv and fold{K}/masks/*.png. Real masks are the fold's training masks; the
-generated set is truncated to the same count.
+generated set is the first as many non-empty generated masks (empty ones removed first, as the
+authors did).
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ from iusdiff.cli import cases_argument, run, save_options
 from iusdiff.config import PROFILES, load_profile, provenance
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_path, load_mask_png
-from iusdiff.mask_eval import compare_fold, per_mask_rows, representative_mask, result_numbers, shape_set, table3, table4
+from iusdiff.mask_eval import (
+    compare_fold,
+    nonempty_prefix,
+    per_mask_rows,
+    representative_mask,
+    result_numbers,
+    shape_set,
+    table3,
+    table4,
+)
 from iusdiff.plots_masks import FoldShape, fig4, fig6
 from iusdiff.plotting import save_figure
 from iusdiff.results import write_results
@@ -50,12 +60,16 @@ def generator_label(root: Path) -> str:
     return "mask LDM"
 
 
-def generated_masks(root: Path, fold: int, count: int) -> tuple[list, list[str]]:
-    samples = read_manifest(root, fold)
-    if len(samples) < count:
-        raise InputError(f"fold {fold}: {len(samples)} generated masks in {fold_dir(root, fold)}, need {count} (one per real training image)")
-    chosen = samples[:count]
-    return [load_mask_png(fold_dir(root, fold) / s.mask) for s in chosen], [s.mask for s in chosen]
+def generated_masks(root: Path, fold: int, count: int) -> tuple[list, list[str], int]:
+    """The fold's first ``count`` non-empty generated masks, their names, and the number of empty
+    ones removed before them."""
+    folder = fold_dir(root, fold)
+    masks = ((s.mask, load_mask_png(folder / s.mask)) for s in read_manifest(root, fold))
+    names, chosen, empty = nonempty_prefix(masks, count)
+    if len(chosen) < count:
+        raise InputError(f"fold {fold}: {len(chosen)} non-empty generated masks in {folder} ({empty} empty ones removed), "
+                         f"need {count} (one per real training image)")
+    return chosen, names, empty
 
 
 def write_rows(path: Path, rows: list[dict[str, object]]) -> None:
@@ -75,9 +89,9 @@ def main(argv=None) -> int:
         real_records = dataset.select(fold, "train")
         real_masks = [dataset.mask(r) for r in real_records]
         real_names = [r.mask for r in real_records]
-        gen_masks, gen_names = generated_masks(args.generated, fold, len(real_masks))
+        gen_masks, gen_names, empty = generated_masks(args.generated, fold, len(real_masks))
         real = shape_set(real_masks, real_names)
-        result = compare_fold(fold, real, shape_set(gen_masks, gen_names))
+        result = compare_fold(fold, real, shape_set(gen_masks, gen_names), empty)
         results.append(result)
         write_rows(args.metrics / f"fold{fold}.csv", per_mask_rows(result))
         if example is None:

@@ -5,6 +5,7 @@
     ./run_all.sh --profile paper --fold 3          # one fold's share (a cluster job); rerun without --fold to merge
     ./run_all.sh --profile default --stage table1  # one stage (its inputs must exist)
     ./run_all.sh --profile default --verify
+    ./run_all.sh --profile paper --check            # only the start-up checks: data and weights in place?
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from iusdiff import __version__
 from iusdiff.cli import run
 from iusdiff.config import PROFILES, load_profile, provenance
 from iusdiff.io import write_json
-from iusdiff.pipeline import MANIFEST, Context, StageFailed, publish, run_pipeline, verify
+from iusdiff.pipeline import MANIFEST, Context, StageFailed, publish, run_pipeline, startup_checks, verify
 from iusdiff.splits import paper_folds
-from iusdiff.stages import STAGES, data_roots
+from iusdiff.stages import STAGES, data_roots, weights_root
 
 FOLDS = tuple(f.fold for f in paper_folds())
 
@@ -35,6 +36,8 @@ def parse_args(argv):
     parser.add_argument("--out", type=Path, help="output folder (default: outputs/<profile> in the repository)")
     parser.add_argument("--resect-root", type=Path, help="RESECT root for real-data profiles (default from the profile)")
     parser.add_argument("--seg-root", type=Path, help="RESECT-SEG root for real-data profiles (default from the profile)")
+    parser.add_argument("--weights", type=Path, help="folder holding the profile's weights: the SD-1.5 folder and "
+                        "medsam_vit_b.pth (default: weights/ in the repository)")
     parser.add_argument("--force", nargs="+", default=[], metavar="STAGE", help="rerun these stages even if up to date")
     parser.add_argument("--fold", type=int, choices=FOLDS, help="run only the shared data stages and this fold's work")
     parser.add_argument("--stage", help="run only this stage (all its folds, or --fold's)")
@@ -44,6 +47,7 @@ def parse_args(argv):
     parser.add_argument("--verify", action="store_true", help="only re-check OUT/checksums.sha256 and name changed files")
     parser.add_argument("--publish", action="store_true", help="copy OUT/tables and OUT/figures into the repository's tables/ and figures/")
     parser.add_argument("--list", action="store_true", help="list the profile's stages and exit")
+    parser.add_argument("--check", action="store_true", help="run only the start-up checks (data, weights) and exit")
     return parser.parse_args(argv)
 
 
@@ -77,11 +81,18 @@ def main(argv=None) -> int:
         print(f"verify: {out / MANIFEST}: " + (f"{len(problems)} file(s) differ" if problems else "all files match"))
         return 1 if problems else 0
     resect, seg = resolve_roots(args, profile)
-    ctx = Context(profile=profile, out=out, repo=REPO, resect_root=resect, seg_root=seg)
+    weights = args.weights.resolve() if args.weights else None
+    ctx = Context(profile=profile, out=out, repo=REPO, resect_root=resect, seg_root=seg, weights=weights)
     if args.list:
         for stage in STAGES:
             scope = "per fold" if stage.per_fold else "shared"
             print(f"{stage.name:<16} {'on ' if stage.enabled(ctx) else 'off'}  {scope:<8}  code/{stage.script}")
+        return 0
+    if args.check:
+        print(f"run_all: start-up checks of profile '{args.profile}'\n         {provenance(profile)}")
+        for line in startup_checks(ctx, STAGES):
+            print(f"  {line}")
+        print("run_all: start-up checks passed; nothing was run")
         return 0
     print(f"run_all: profile '{args.profile}' -> {out}\n         {provenance(profile)}")
     started = time.monotonic()
@@ -100,6 +111,7 @@ def main(argv=None) -> int:
             "out": str(out),
             "resect_root": resect,
             "seg_root": seg,
+            "weights": str(weights_root(ctx)),
             "iusdiff_version": __version__,
             "python": platform.python_version(),
             "jobs": jobs,

@@ -21,7 +21,7 @@ from iusdiff.cli import run, save_options
 from iusdiff.data import Augmentation, image_tensor, load_fold, mask_tensor, seed_for
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_dir
-from iusdiff.losses import perceptual_loss
+from iusdiff.losses import perceptual_available, perceptual_loss
 from iusdiff.models import MASK_VAE_DIR, build_vae, load_pretrained_vae
 from iusdiff.runs import (
     OPTIONS,
@@ -67,7 +67,9 @@ def build_model(cfg: dict, kind: str, size: int, pretrained: str | None) -> Auto
 def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
     fold_dir = args.out / f"fold{fold}"
     reference = args.pretrained if cfg["pretrained"] else None
-    identity = {"kind": args.kind, "fold": fold, "pretrained": pretrained_identity(reference, (base_vae_folder(args.kind),))}
+    # Whether VGG16 was there is part of the run: weights added later retrain with the term on.
+    identity = {"kind": args.kind, "fold": fold, "pretrained": pretrained_identity(reference, (base_vae_folder(args.kind),)),
+                "perceptual": perceptual_available(cfg["perceptual_weight"])}
     key = run_key(identity, training_settings(cfg), data_digest(dataset, fold), script_digest(__file__))
     if args.resume and completed(fold_dir, key):
         print(f"vae_{args.kind} fold {fold}: up to date")
@@ -84,8 +86,8 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
     task = VaeTask(args.kind, vae, batches, val_data, cfg, perceptual, accelerator)
     loop = LoopConfig.from_settings(cfg, resolve_steps(cfg, len(train_data), accelerator.num_processes))
     state = train(task, loop, fold_dir, key, accelerator, args.resume, desc=f"vae_{args.kind} fold {fold}")
-    scaling = finalise(fold_dir / MODEL_DIR, cfg, args.kind, train_data, accelerator.device)
-    if accelerator.is_main_process:
+    if accelerator.is_main_process:  # one writer of the final model (the other ranks would race it)
+        scaling = finalise(fold_dir / MODEL_DIR, cfg, args.kind, train_data, accelerator.device)
         save_options(
             fold_dir / OPTIONS,
             args,

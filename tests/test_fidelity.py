@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 from conftest import run_script
@@ -21,6 +22,7 @@ from iusdiff.fidelity import (
     ModelFold,
     PerImage,
     compare_models,
+    pairing_note,
     fidelity,
     image_quality,
     result_numbers,
@@ -154,20 +156,39 @@ def test_empty_masks_and_predictions_are_counted_not_averaged():
     assert (summary["n_empty_masks"], summary["n_empty_predictions"], summary["n_hd_inf"]) == (1, 1, 1)
 
 
-def test_model_comparison_pairs_images_and_ranks_empty_predictions_worst():
+def fig8_rows(onestep_order: list[int]) -> list[PerImage]:
+    """Three models on the same 12 masks, and a one-step model whose image k has its own mask
+    (its values are listed under the indices ``onestep_order``)."""
     rng = np.random.default_rng(0)
     rows = []
     for index in range(12):
         base = rng.uniform(0.5, 0.9)
         rows += [PerImage("proposed", 1, index, base + 0.05, 10.0), PerImage("pix2pix", 1, index, base, 12.0),
-                 PerImage("onestep", 1, index, base - 0.05, math.inf if index == 0 else 14.0)]
-    rows.append(PerImage("proposed", 1, 99, 0.9, 9.0))  # no partner: left out
-    dsc = compare_models(rows, ["proposed", "pix2pix", "onestep"], "dice")
-    assert dsc.n_unpaired == 1 and len(dsc.values["proposed"]) == 12
-    assert dsc.friedman[0] == pytest.approx(24.0) and dsc.friedman[1] < 1e-4
-    assert [p.stars for p in dsc.pairwise] == ["***", "***", "***"]
-    hd = compare_models(rows, ["proposed", "onestep"], "hd95")
-    assert hd.friedman is None and np.isinf(hd.values["onestep"][0]) and hd.pairwise[0].p < 0.001
+                 PerImage("controlnet", 1, index, base - 0.05, math.inf if index == 0 else 14.0)]
+    rows += [PerImage("onestep", 1, index, 0.3 + 0.05 * k, 20.0 + k) for k, index in enumerate(onestep_order)]
+    rows.append(PerImage("proposed", 1, 99, 0.9, 9.0))  # no partner: left out of the paired tests
+    return rows
+
+
+def test_fig8_pairs_models_on_the_same_masks_and_compares_one_step_unpaired():
+    models = ["pix2pix", "proposed", "controlnet", "onestep"]
+    dsc = compare_models(fig8_rows(list(range(12))), models, "dice")
+    assert dsc.paired == ("pix2pix", "proposed", "controlnet") and dsc.n_incomplete == 1 and len(dsc.values["proposed"]) == 12
+    assert dsc.friedman[0] == pytest.approx(24.0) and dsc.friedman[1] < 1e-4  # the three paired models only
+    assert [(r.a, r.b, r.test) for r in dsc.pairwise] == [
+        ("pix2pix", "proposed", "signed-rank"), ("pix2pix", "controlnet", "signed-rank"), ("proposed", "controlnet", "signed-rank"),
+        ("onestep", "pix2pix", "rank-sum"), ("onestep", "proposed", "rank-sum"), ("onestep", "controlnet", "rank-sum")]
+    assert [p.stars for p in dsc.pairwise[:3]] == ["***", "***", "***"]
+    expected = scipy.stats.ranksums(dsc.values["onestep"], dsc.values["proposed"]).pvalue
+    assert dsc.pairwise[4].p == pytest.approx(expected)
+    # Which index the one-step model files an image under says nothing about its mask: no test may change.
+    shuffled = compare_models(fig8_rows(list(np.random.default_rng(1).permutation(12))), models, "dice")
+    assert shuffled.friedman == dsc.friedman and [r.p for r in shuffled.pairwise] == [r.p for r in dsc.pairwise]
+    hd = compare_models(fig8_rows(list(range(12))), ["proposed", "controlnet", "onestep"], "hd95")
+    assert hd.friedman is None and np.isinf(hd.values["controlnet"][0])  # an empty prediction, ranked worst
+    assert hd.pairwise[0].test == "signed-rank" and hd.pairwise[0].p < 0.001
+    assert all(r.test == "rank-sum" and r.p < 0.001 for r in hd.pairwise[1:])
+    assert "one-step draws its own masks" in pairing_note(models) and "Friedman" in pairing_note(models)
 
 
 @pytest.fixture
@@ -267,3 +288,31 @@ def test_evaluate_images_names_a_short_generated_set(tmp_path):
     result = run_script("evaluate_images.py", "--slices", slices, "--samples", tmp_path / "samples", "--profile", "smoke",
                         "--folds", "1", cwd=tmp_path)
     assert result.returncode == 2 and "proposed/fold1/manifest.csv: 3 generated pairs, Table 2 needs 6" in result.stderr
+
+
+def test_vae_reference_encodes_256px_images_in_batches_of_the_limit(tmp_path):
+    """Memory bound of the reconstruction reference: no image-VAE call holds more than
+    --vae-batch images (SD's VAE at 256 px: ~160 MiB of activations per image in fp32)."""
+    from diffusers import AutoencoderKL
+    from evaluate_images import reconstructions
+
+    torch.manual_seed(0)  # x8 like SD's VAE, so its mid-block attention sees 32 x 32 latents
+    AutoencoderKL(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                  block_out_channels=(4, 4, 4, 4), norm_num_groups=4).save_pretrained(tmp_path / "vae" / "fold1" / "model")
+    vae_root = tmp_path / "vae"
+    images = list(np.random.default_rng(0).integers(0, 256, (10, 256, 256), dtype=np.uint8))
+    batches = {"Encoder": [], "Decoder": []}
+
+    def record(module, inputs, output):
+        if type(module).__name__ in batches:
+            batches[type(module).__name__].append(inputs[0].shape[0])
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        batched = reconstructions(vae_root, 1, images, "cpu", batch_size=3)
+    finally:
+        handle.remove()
+    assert batches == {"Encoder": [3, 3, 3, 1], "Decoder": [3, 3, 3, 1]}
+    one_by_one = reconstructions(vae_root, 1, images, "cpu", batch_size=1)
+    assert len(batched) == 10 and batched[0].shape == (256, 256) and batched[0].dtype == np.uint8
+    assert max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(batched, one_by_one)) <= 1  # batching changes nothing

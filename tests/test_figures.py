@@ -41,7 +41,7 @@ def test_builders_write_png_and_pdf_with_missing_models_as_panels(tmp_path):
     rows = [PerImage(m, 1, i, 0.5 + 0.1 * k + 0.01 * i, 10.0 - k) for i in range(6) for k, m in enumerate(("proposed", "pix2pix", "onestep"))]
     comparisons = {metric: compare_models(rows, ["proposed", "pix2pix", "onestep"], metric) for metric in ("dice", "hd95")}
     save_figure(fig8(comparisons, ["stand-in label"]), tmp_path / "fig8")
-    empty = {metric: ModelComparison(metric, {}, None, (), 0) for metric in ("dice", "hd95")}
+    empty = {metric: ModelComparison(metric, {}, (), None, (), 0) for metric in ("dice", "hd95")}
     save_figure(fig8(empty), tmp_path / "fig8_empty")
     assert len(list(tmp_path.glob("*.png"))) == 5
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
+import json
+import sys
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from iusdiff.models import (
     MaskEmbedding,
     build_ius_unet,
     downsample_steps,
+    empty_prompt_embedding,
     fold_vae_channels,
     load_pretrained_vae,
     widen_conv_in,
@@ -53,17 +55,33 @@ def tiny_unet(seed: int = 0) -> UNet2DConditionModel:
     return unet.eval()
 
 
+CLIP_VOCAB = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2}  # SD's tokenizer: BOS, EOS (= padding)
+CLIP_TOKENS = 8  # SD: 77
+
+
+def tiny_text_encoder(root) -> None:
+    """SD's tokenizer/ and text_encoder/ at toy size: a CLIP vocabulary written here (nothing is
+    downloaded) and a random one-layer CLIPTextModel as wide as the tiny UNet's cross-attention."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    tokenizer = root / "tokenizer"
+    tokenizer.mkdir(parents=True)
+    (tokenizer / "vocab.json").write_text(json.dumps(CLIP_VOCAB))
+    (tokenizer / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(tokenizer / "vocab.json"), str(tokenizer / "merges.txt"), model_max_length=CLIP_TOKENS).save_pretrained(tokenizer)
+    config = CLIPTextConfig(vocab_size=len(CLIP_VOCAB), hidden_size=TINY_UNET["cross_attention_dim"], intermediate_size=32,
+                            num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=CLIP_TOKENS,
+                            bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    CLIPTextModel(config).save_pretrained(root / "text_encoder")
+
+
 def sd_folder(root, with_text: bool = False):
     """A tiny SD-1.5-layout pipeline folder written with save_pretrained (no downloads)."""
     torch.manual_seed(1)
     tiny_unet().save_pretrained(root / "unet")
     AutoencoderKL(**TINY_VAE).save_pretrained(root / "vae")
     if with_text:
-        (root / "text_encoder").mkdir()
-        (root / "text_encoder" / "config.json").write_text("{}")
-        (root / "text_encoder" / "model.safetensors").write_bytes(b"")
-        (root / "tokenizer").mkdir()
-        (root / "tokenizer" / "vocab.json").write_text("{}")
+        tiny_text_encoder(root)
     return root
 
 
@@ -130,11 +148,30 @@ def test_missing_pretrained_weights_are_named(tmp_path):
         check_pretrained(root)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("transformers") is not None, reason="transformers is installed")
-def test_without_transformers_the_text_encoder_check_says_what_to_install(tmp_path):
+def test_sd_text_encoder_gives_the_empty_prompt_embedding(tmp_path):
     root = sd_folder(tmp_path / "sd", with_text=True)
-    with pytest.raises(InputError, match="needs the 'transformers' package"):
+    assert check_pretrained(root) == root
+    embedding = empty_prompt_embedding(root)  # what train_ldm.py conditions the paper profile's UNet on
+    assert embedding.shape == (1, CLIP_TOKENS, TINY_UNET["cross_attention_dim"]) and torch.isfinite(embedding).all()
+
+
+def test_without_transformers_the_text_encoder_check_says_what_to_install(tmp_path, monkeypatch):
+    root = sd_folder(tmp_path / "sd", with_text=True)
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as in an environment without the package
+    with pytest.raises(InputError, match="needs the 'transformers' package.*requirements.txt"):
         check_pretrained(root)
+
+
+def test_truncated_or_unreadable_sd_files_are_named(tmp_path):
+    root = sd_folder(tmp_path / "sd", with_text=True)
+    weights = root / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"unet/diffusion_pytorch_model.safetensors: not a complete safetensors file"):
+        check_pretrained(root)
+    sd_folder(tmp_path / "sd2", with_text=True)
+    (tmp_path / "sd2" / "tokenizer" / "tokenizer.json").write_text("not json")
+    with pytest.raises(InputError, match=r"tokenizer: transformers cannot read it"):
+        check_pretrained(tmp_path / "sd2")
 
 
 @pytest.mark.parametrize("factor, steps", [(8, 3), (4, 2)])

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
+from diffusers import AutoencoderKL
 from safetensors.torch import load_file
 
 from iusdiff.data import Augmentation
@@ -13,7 +17,7 @@ from iusdiff.models import MaskConditionedUNet, MaskEmbedding, build_ius_unet, b
 from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, VaeTask, validation_latents
 from iusdiff.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
 
-from conftest import Interrupted, InterruptAt, fold_data
+from conftest import REPO, Interrupted, InterruptAt, fold_data
 
 LOOP = LoopConfig(steps=6, validation_steps=2, checkpointing_steps=2, keep_checkpoints=1, warmup_steps=2, lr_schedule="cosine")
 VAE_CFG = {
@@ -85,3 +89,41 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
     task = vae_task()
     train(task, LOOP, tmp_path / "a", run_key("other"), task.acc, True, desc="test", log=messages.append)
     assert any("different run" in m for m in messages)
+
+
+SAVE_SPY = '''import os
+from diffusers import ModelMixin
+
+_save = ModelMixin.save_pretrained
+
+
+def save_pretrained(self, *args, **kwargs):  # the real method, with a note of the writing rank
+    with open(os.environ["IUSDIFF_SAVE_LOG"], "a") as log:
+        log.write(f"{os.environ['RANK']} {type(self).__name__}\\n")
+    return _save(self, *args, **kwargs)
+
+
+ModelMixin.save_pretrained = save_pretrained
+'''
+
+
+def test_two_processes_train_an_autoencoder_and_only_the_main_one_writes_models(smoke_data, tmp_path):
+    """train_vae.py under torchrun with two CPU processes (gloo), as a multi-GPU launcher runs it:
+    the training runs through DistributedDataParallel, and every save_pretrained (best
+    checkpoint and the final model with its latent statistics) happens on rank 0 only."""
+    (tmp_path / "spy").mkdir()
+    (tmp_path / "spy" / "sitecustomize.py").write_text(SAVE_SPY)
+    log = tmp_path / "saves.txt"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "spy"), str(REPO / "code")]), IUSDIFF_SAVE_LOG=str(log),
+               OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(REPO / "code" / "train_vae.py"),
+               "--kind", "mask", "--slices", str(smoke_data / "slices"), "--out", str(tmp_path / "vae"), "--profile", "smoke",
+               "--folds", "1", "--steps", "4"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert result.stdout.count("train_vae: mask autoencoders") == 2  # both ranks trained
+    saves = log.read_text().split("\n")[:-1]
+    assert saves and set(saves) == {"0 AutoencoderKL"}, saves  # validation at steps 3 and 4, then finalise
+    model = AutoencoderKL.from_pretrained(tmp_path / "vae" / "fold1" / MODEL_DIR)
+    assert model.config.latents_mean is not None  # finalise recorded the latent statistics
+    assert json.loads((tmp_path / "vae" / "fold1" / "options.json").read_text())["steps"] == 4

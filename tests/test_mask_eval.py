@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from iusdiff.mask_eval import compare_fold, esd_exponent, shape_set, table3, table4
+from iusdiff.io import load_mask_png, save_png
+from iusdiff.mask_eval import compare_fold, esd_exponent, nonempty_prefix, shape_set, table3, table4
 from iusdiff.perturb import perturb_pair
 
 from conftest import run_script
@@ -54,6 +55,31 @@ def test_empty_masks_are_left_out_and_counted(real):
     assert "3 without ESD left out" in table3([result], "p", "g", 64).notes[-1]
 
 
+def test_generated_set_is_the_first_n_nonempty_masks_read_lazily():
+    blob, empty = star_masks(1, seed=3)[0], np.zeros((64, 64), np.uint8)
+    order = [("e0", empty), ("m1", blob), ("e2", empty), ("m3", blob), ("m4", blob), ("e5", empty)]
+
+    def masks():  # reading past what is needed would be wasted work (3N masks per fold)
+        yield from order[:5]
+        raise AssertionError("read beyond the N-th non-empty mask")
+
+    names, kept, n_empty = nonempty_prefix(masks(), 3)
+    assert names == ["m1", "m3", "m4"] and len(kept) == 3 and n_empty == 2  # empty ones first, then the first N
+    assert nonempty_prefix(iter(order), 4) == (["m1", "m3", "m4"], [blob] * 3, 3)  # too few: the caller names the shortfall
+
+
+def test_masks_left_out_of_the_loglog_fit_are_counted(real):
+    masks, real_set = real
+    square = np.zeros((64, 64), np.uint8)
+    square[10:30, 20:40] = 1  # four contour corners at one distance from the centroid: ESD 0
+    gen = shape_set(masks[:40] + [square, square], [f"g{i}" for i in range(42)])
+    result = compare_fold(1, real_set, gen, n_empty_removed=5)
+    assert gen.n_out_of_fit == 2 and result.fit_gen.n == 40
+    for table in (table3([result], "p", "g", 64), table4([result], "p", "g")):
+        note = table.notes[-1]
+        assert "5 empty generated masks removed first" in note and "ESD 0 (left out of the log-log fit): 0 real / 2 generated" in note
+
+
 def test_tables_follow_the_paper_layout(real):
     masks, real_set = real
     result = compare_fold(1, real_set, real_set)
@@ -84,8 +110,11 @@ def test_evaluate_masks_script_on_stand_in(tmp_path, smoke_data):
     smoke = tmp_path / "smoke"
     shutil.copytree(smoke_data / "slices", smoke / "slices")
     standin = tmp_path / "standin"
-    made = run_script("make_standin_samples.py", "--slices", smoke / "slices", "--out", standin, "--folds", "1,2")
+    made = run_script("make_standin_samples.py", "--slices", smoke / "slices", "--out", standin, "--folds", "1,2", "--copies", "2")
     assert made.returncode == 0, made.stderr
+    blanked = [f"masks/{i:05d}.png" for i in (0, 2)]
+    for rel in blanked:  # empty generated masks come first in fold 2: removed before the first N are taken
+        save_png(standin / "fold2" / rel, np.zeros_like(load_mask_png(standin / "fold2" / rel)))
     result = run_script(
         "evaluate_masks.py", "--slices", "slices", "--generated", standin, "--profile", "smoke", "--folds", "1,2", cwd=smoke
     )
@@ -93,6 +122,11 @@ def test_evaluate_masks_script_on_stand_in(tmp_path, smoke_data):
     for rel in ("tables/table3.md", "tables/table4.tex", "figures/fig4.pdf", "figures/fig6.png", "metrics/masks/fold2.csv"):
         assert (smoke / rel).is_file(), rel
     assert "stand-in generator" in (smoke / "tables" / "table3.md").read_text()
+    assert "2 empty generated masks removed first" in (smoke / "tables" / "table4.md").read_text()
+    rows = (smoke / "metrics" / "masks" / "fold2.csv").read_text().splitlines()
+    generated = [row.split(",")[1] for row in rows if row.startswith("generated,")]
+    n_real = sum(row.startswith("real,") for row in rows)
+    assert len(generated) == n_real and not set(blanked) & set(generated) and "masks/00003.png" in generated
 
     short = run_script(
         "evaluate_masks.py", "--slices", "slices", "--generated", standin, "--profile", "smoke", "--folds", "3", cwd=smoke

@@ -36,6 +36,12 @@ def cases_argument(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"invalid case list {value!r} (use e.g. '1,2,5-8')") from None
 
 
+def positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return int(value)
+
+
 def save_options(path: str | Path, args: argparse.Namespace, **extra) -> None:
     """Record exactly what a run was asked to do.
 

@@ -46,7 +46,7 @@ from iusdiff.io import atomic_dir, atomic_path, load_mask_png, load_png, save_pn
 from iusdiff.metrics import dice, hd95, summarise
 from iusdiff.results import Number
 from iusdiff.samples import fold_dir, read_manifest
-from iusdiff.plotting import STYLE, TEXT_WIDTH_IN
+from iusdiff.plotting import STYLE, TEXT_WIDTH_IN, label_text
 from iusdiff.slices import SliceDataset, SliceRecord
 from iusdiff.stats import friedman_test, pairwise_wilcoxon, rank_ready, stars
 from iusdiff.tables import Table
@@ -669,7 +669,7 @@ def fig9(stats: dict[str, MetricStats], labels: Sequence[str]) -> Figure:
         for ax, metric in zip(fig.subplots(1, 2), METRICS):
             _panel(ax, metric, stats[metric])
             ax.set_xlabel(r"$R = N_{gen}/N_{real}$")
-        fig.suptitle("\n".join(labels), fontsize=6)
+        fig.suptitle(label_text(labels, TEXT_WIDTH_IN, 6), fontsize=6)
     return fig
 
 

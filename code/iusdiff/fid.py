@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -46,6 +45,7 @@ from tqdm import tqdm
 
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_path, sha256_file
+from iusdiff.weights import torch_hub_dir
 
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
@@ -65,10 +65,6 @@ class InceptionWeights:
     kind: str  # "torchscript" or "pytorch-fid"
     label: str  # human-readable extractor name for reports
     sha256: str
-
-
-def _torch_home() -> Path:
-    return Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
 
 
 def _has_pytorch_fid() -> bool:
@@ -114,7 +110,7 @@ def resolve_inception_weights(explicit: str | Path | None = None) -> InceptionWe
             return InceptionWeights(path, "pytorch-fid", label, sha256_file(path))
         label = f"tf-fid-inception (TorchScript {path.name})"
         return InceptionWeights(path, "torchscript", label, sha256_file(path))
-    canonical = _torch_home() / "hub" / "checkpoints" / PYTORCH_FID_WEIGHTS
+    canonical = torch_hub_dir() / "checkpoints" / PYTORCH_FID_WEIGHTS
     if canonical.is_file():
         if _has_pytorch_fid():
             label = "tf-fid-inception (pytorch-fid weights)"

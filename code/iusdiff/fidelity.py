@@ -31,7 +31,7 @@ from iusdiff.io import atomic_path
 from iusdiff.metrics import dice, fid_from_features, hd95, kid_from_features, summarise
 from iusdiff.results import Number
 from iusdiff.samples import Sample, fold_dir, read_manifest
-from iusdiff.stats import PairwiseResult, friedman_test, pairwise_wilcoxon, rank_ready
+from iusdiff.stats import PairwiseResult, friedman_test, pairwise_ranksums, pairwise_wilcoxon, rank_ready
 from iusdiff.tables import Table
 
 if TYPE_CHECKING:
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 # Sample folder name -> the paper's name, in Table 2's row order.
 MODELS = {"pix2pix": "Pix2Pix", "proposed": "proposed", "controlnet": "ControlNet", "onestep": "one-step"}
+# Models that draw their own masks: their image k has nothing to do with another model's image k,
+# so Fig. 8 compares them unpaired. The others paint the proposed model's first N masks.
+OWN_MASKS = ("onestep",)
 STANDIN_SEGMENTER = "stand-in segmenter: the downstream R = 0 nnU-Net of the fold (trained on its real pairs), not MedSAM"
 MEDSAM_SEGMENTER = "MedSAM ViT-B"
 
@@ -364,7 +367,7 @@ def result_numbers(entries: Sequence[ModelFold], models: Sequence[str], folds: S
 
 @dataclass(frozen=True)
 class PerImage:
-    """One generated image's scores, the unit of Fig. 8 (paired across models by fold and index)."""
+    """One generated image's scores, the unit of Fig. 8."""
 
     model: str
     fold: int
@@ -375,13 +378,16 @@ class PerImage:
 
 @dataclass(frozen=True)
 class ModelComparison:
-    """Friedman across models and pairwise Wilcoxon signed-rank on paired per-image values."""
+    """Fig. 8's tests for one metric. Models painting the same masks are paired by (fold, index):
+    Friedman across them and pairwise Wilcoxon signed-rank. A model with its own masks
+    (:data:`OWN_MASKS`) is compared with each of them by Wilcoxon rank-sum, unpaired."""
 
     metric: str  # "dice" or "hd95"
-    values: dict[str, np.ndarray]  # model -> paired values (inf allowed for hd95)
+    values: dict[str, np.ndarray]  # model -> its values: the paired images, or all its defined ones (inf allowed for hd95)
+    paired: tuple[str, ...]  # the models compared on the same images
     friedman: tuple[float, float] | None
-    pairwise: tuple[PairwiseResult, ...]
-    n_unpaired: int  # images left out because not every model has a defined value for them
+    pairwise: tuple[PairwiseResult, ...]  # signed-rank among ``paired``, then rank-sum of each own-mask model
+    n_incomplete: int  # images of the paired models left out because not every one of them has a defined value
 
 
 def paired_values(rows: Sequence[PerImage], models: Sequence[str], metric: str) -> tuple[dict[str, np.ndarray], int]:
@@ -395,14 +401,35 @@ def paired_values(rows: Sequence[PerImage], models: Sequence[str], metric: str) 
     return {m: np.array([table[m][k] for k in common]) for m in models}, len(keys) - len(common)
 
 
+def defined_values(rows: Sequence[PerImage], model: str, metric: str) -> np.ndarray:
+    """A model's metric on every image where it is defined, in (fold, index) order."""
+    values = sorted(((r.fold, r.index), getattr(r, metric)) for r in rows if r.model == model)
+    return np.array([v for _, v in values if not math.isnan(v)])
+
+
 def compare_models(rows: Sequence[PerImage], models: Sequence[str], metric: str) -> ModelComparison:
-    """Fig. 8's tests for one metric: Friedman needs three models, Wilcoxon two, both two images."""
-    values, unpaired = paired_values(rows, models, metric)
+    """Fig. 8's tests for one metric: Friedman needs three paired models, a test two groups of
+    at least two images."""
+    paired = [m for m in models if m not in OWN_MASKS]
+    values, incomplete = paired_values(rows, paired, metric)
+    values |= {m: defined_values(rows, m, metric) for m in models if m in OWN_MASKS}
     tested = rank_ready(values)
-    n = len(next(iter(values.values()))) if values else 0
-    friedman = friedman_test(*tested.values()) if len(models) >= 3 and n >= 2 else None
-    pairwise = tuple(pairwise_wilcoxon(tested)) if len(models) >= 2 and n >= 2 else ()
-    return ModelComparison(metric, values, friedman, pairwise, unpaired)
+    n = len(values[paired[0]]) if paired else 0
+    friedman = friedman_test(*(tested[m] for m in paired)) if len(paired) >= 3 and n >= 2 else None
+    pairwise = pairwise_wilcoxon({m: tested[m] for m in paired}) if len(paired) >= 2 and n >= 2 else []
+    unpaired = [(own, m) for own in models if own in OWN_MASKS for m in paired if len(tested[own]) >= 2 and n >= 2]
+    return ModelComparison(metric, values, tuple(paired), friedman, tuple(pairwise + pairwise_ranksums(tested, unpaired)), incomplete)
+
+
+def pairing_note(models: Sequence[str]) -> str:
+    """How Fig. 8 pairs images, for its footer and the labels of its numbers."""
+    paired = [MODELS[m] for m in models if m not in OWN_MASKS]
+    own = [MODELS[m] for m in models if m in OWN_MASKS]
+    note = f"Fig. 8 tests: {', '.join(paired)} paint the same masks and are paired by (fold, index) (Friedman, Wilcoxon signed-rank)"
+    if own:
+        note += (f"; {', '.join(own)} draws its own masks, so it is compared unpaired with each of them (Wilcoxon rank-sum, "
+                 "dashed brackets) and left out of Friedman (paper: Friedman over all four)")
+    return note
 
 
 FIG8_NAMES = {"dice": "DSC", "hd95": "HD"}
@@ -415,7 +442,9 @@ def comparison_numbers(comparison: ModelComparison, label: str) -> list[Number]:
     if comparison.friedman is not None:
         numbers += [Number("Fig. 8", f"Friedman · {name} · chi2", comparison.friedman[0], label),
                     Number("Fig. 8", f"Friedman · {name} · p", comparison.friedman[1], label)]
-    numbers += [Number("Fig. 8", f"Wilcoxon {MODELS[r.a]} vs {MODELS[r.b]} · {name} · p", r.p, label) for r in comparison.pairwise]
+    test_names = {"signed-rank": "Wilcoxon", "rank-sum": "Rank-sum"}
+    numbers += [Number("Fig. 8", f"{test_names[r.test]} {MODELS[r.a]} vs {MODELS[r.b]} · {name} · p", r.p, label)
+                for r in comparison.pairwise]
     return numbers
 
 

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from iusdiff.fidelity import MODELS, ModelComparison, squared_distances
-from iusdiff.plotting import MASK_COLOUR, STYLE, TEXT_WIDTH_IN
+from iusdiff.plotting import MASK_COLOUR, STYLE, TEXT_WIDTH_IN, label_text
 
 Pair = tuple[np.ndarray, np.ndarray]  # (uint8 image, {0,1} mask)
 ZOOM_COLOUR = "#ffd600"  # yellow, as the paper's boxes and arrows
@@ -75,7 +75,7 @@ def zoom_box(mask: np.ndarray, margin: float = 0.35, minimum: int = 16) -> tuple
 
 def _footer(fig: Figure, labels: Sequence[str]) -> None:
     if labels:
-        fig.supxlabel("\n".join(labels), fontsize=5.5)
+        fig.supxlabel(label_text(labels, fig.get_figwidth(), 5.5), fontsize=5.5)
 
 
 def _figure(rows: int, columns: int, row_height: float, labels: Sequence[str]) -> tuple[Figure, np.ndarray]:
@@ -249,7 +249,9 @@ def _comparison_panel(ax: Axes, comparison: ModelComparison) -> None:
         n_inf = int(np.isinf(comparison.values[model]).sum())
         names.append(MODELS[model] + (f"\n({n_inf} empty)" if n_inf else ""))
     ax.set_xticks(positions, names)
-    title = _TITLES[comparison.metric] + (f" (n = {len(data[0])} paired images)")
+    counts = [f"{len(comparison.values[comparison.paired[0]])} paired images"] if comparison.paired else []
+    counts += [f"{MODELS[m]} {len(comparison.values[m])} own" for m in models if m not in comparison.paired]
+    title = _TITLES[comparison.metric] + f" (n = {', '.join(counts)})"
     if comparison.friedman is not None and np.isfinite(comparison.friedman[0]):
         title += f"\nFriedman χ² = {comparison.friedman[0]:.1f}, {_p_text(comparison.friedman[1])}"
     ax.set_title(title)
@@ -261,14 +263,17 @@ def _comparison_panel(ax: Axes, comparison: ModelComparison) -> None:
     for level, (_, _, result) in enumerate(spans):  # short brackets low, long ones above them
         a, b = models.index(result.a), models.index(result.b)
         y = top + span * (0.06 + 0.08 * level)
-        ax.plot([a, a, b, b], [y - span * 0.02, y, y, y - span * 0.02], color="black", lw=0.6)
+        style = "-" if result.test == "signed-rank" else "--"  # dashed: rank-sum, unpaired
+        ax.plot([a, a, b, b], [y - span * 0.02, y, y, y - span * 0.02], color="black", lw=0.6, ls=style)
         ax.text((a + b) / 2, y, result.stars or "ns", ha="center", va="bottom", fontsize=5.5)
     ax.set_ylim(top=top + span * (0.12 + 0.08 * len(comparison.pairwise)))
 
 
 def fig8(comparisons: Mapping[str, ModelComparison], labels: Sequence[str] = ()) -> Figure:
     """Two panels (DSC, HD95): per-image values of every model pooled over the folds, Friedman
-    in the titles, pairwise Wilcoxon as brackets (* p < 0.05 … **** p ≤ 0.0001, ns otherwise)."""
+    over the paired models in the titles, pairwise tests as brackets (* p < 0.05 … **** p ≤ 0.0001,
+    ns otherwise): solid for signed-rank on paired images, dashed for rank-sum (a model with its
+    own masks)."""
     with rc_context(STYLE):
         fig = Figure(figsize=(TEXT_WIDTH_IN, 3.0 + 0.1 * len(labels)), layout="constrained")
         for ax, metric in zip(fig.subplots(1, 2), ("dice", "hd95")):

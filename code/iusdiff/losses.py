@@ -4,18 +4,17 @@ The adversarial part follows the latent-diffusion autoencoders the paper cites: 
 PatchGAN discriminator trained with the hinge loss, the generator rewarded by its logits with
 the adaptive weight of LDM (:func:`adaptive_weight`) times ``adversarial_weight``, both
 switched on after ``disc_start`` steps. LPIPS needs ImageNet VGG16 weights that cannot be
-fetched offline; when they are not in the torch hub cache the term is off and the run's log
-and options say so (:func:`perceptual_loss`).
+fetched offline; when they are not in the torch hub cache the term is off, the run's log and
+options say so (:func:`perceptual_loss`), and every number of the run is labelled with that
+deviation (``weights.weight_deviations``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-VGG16_FILE = "vgg16-397923af.pth"  # torchvision's VGG16_Weights.IMAGENET1K_V1
+from iusdiff.weights import PERCEPTUAL_OFF, vgg16_weights_path
 
 
 class PatchDiscriminator(nn.Module):
@@ -78,10 +77,6 @@ def kl_loss(posterior) -> torch.Tensor:
     return posterior.kl().mean()
 
 
-def vgg16_weights_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
-
-
 class Perceptual(nn.Module):
     """LPIPS-VGG on grayscale images in [-1, 1] (replicated to RGB), mean over the batch."""
 
@@ -101,14 +96,15 @@ def _rgb(x: torch.Tensor) -> torch.Tensor:
     return x[:, :1].expand(-1, 3, -1, -1)
 
 
+def perceptual_available(weight: float) -> bool:
+    """Whether the perceptual term runs: asked for, and VGG16's weights are in the hub cache."""
+    return weight > 0 and vgg16_weights_path().is_file()
+
+
 def perceptual_loss(weight: float) -> tuple[Perceptual | None, str]:
     """The perceptual term and a sentence for the log/options: on, off by choice, or unavailable."""
     if weight <= 0:
         return None, "perceptual (LPIPS) term off: weight 0 in this profile"
-    path = vgg16_weights_path()
-    if not path.is_file():
-        return None, (
-            f"perceptual (LPIPS) term OFF: no VGG16 ImageNet weights in the torch hub cache; put {VGG16_FILE} "
-            "in $TORCH_HOME/hub/checkpoints/ to enable it"
-        )
+    if not perceptual_available(weight):
+        return None, PERCEPTUAL_OFF
     return Perceptual(), f"perceptual (LPIPS-VGG) term on, weight {weight}"

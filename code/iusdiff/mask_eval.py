@@ -1,13 +1,15 @@
 """Real vs generated tumour masks per fold: Table 3 (size, ESD) and Table 4 (size–shape fit).
 
-Real masks are the fold's training masks; the generated set is truncated to the same count
-(SPEC §5). A mask without an ESD (empty, or only single-pixel contours) is left out of both the
-size and the ESD statistics, as the authors' code does, and the tables say how many were.
+Real masks are the fold's training masks. The generated set is the first N non-empty generated
+masks, N the real count: empty masks are removed first, then the set is truncated, in the
+authors' order (:func:`nonempty_prefix`). A mask without an ESD (only single-pixel contours) is
+left out of both the size and the ESD statistics, as the authors' code does, and a mask with
+ESD 0 (an axis-aligned rectangle) of the log-log fit; the tables' notes count all three.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +27,24 @@ def esd_exponent(size_px: int) -> int:
     return int(round(4 - 2 * np.log10(256 / size_px)))
 
 
+def nonempty_prefix(masks: Iterable[tuple[str, np.ndarray]], count: int) -> tuple[list[str], list[np.ndarray], int]:
+    """The first ``count`` non-empty (name, mask) pairs, in order, and how many empty ones came
+    before them; fewer than ``count`` non-empty ones gives fewer (the caller says what is missing).
+    ``masks`` is consumed lazily: only as many are read as needed."""
+    names: list[str] = []
+    kept: list[np.ndarray] = []
+    empty = 0
+    for name, mask in masks:
+        if not mask.any():
+            empty += 1
+            continue
+        names.append(name)
+        kept.append(mask)
+        if len(kept) == count:
+            break
+    return names, kept, empty
+
+
 @dataclass(frozen=True)
 class ShapeSet:
     """Sizes and ESDs of the masks that have an ESD, plus how many had none."""
@@ -38,6 +58,10 @@ class ShapeSet:
     def fit_mask(self) -> np.ndarray:
         """Masks that can enter the log-log fit (ESD 0, e.g. a square, cannot)."""
         return (self.sizes > 0) & (self.esds > 0)
+
+    @property
+    def n_out_of_fit(self) -> int:
+        return int((~self.fit_mask).sum())
 
 
 def shape_set(masks: Sequence[np.ndarray], names: Sequence[str]) -> ShapeSet:
@@ -65,9 +89,10 @@ class FoldComparison:
     fit_gen: LogLogFit
     slope_t: float
     slope_p: float
+    n_empty_removed: int  # empty generated masks removed before the first N were taken
 
 
-def compare_fold(fold: int, real: ShapeSet, gen: ShapeSet) -> FoldComparison:
+def compare_fold(fold: int, real: ShapeSet, gen: ShapeSet, n_empty_removed: int = 0) -> FoldComparison:
     """Rank-sum tests of size and ESD, and the slope test of the log-log fits."""
     for label, group in (("real", real), ("generated", gen)):
         if group.fit_mask.sum() < 3:
@@ -85,6 +110,7 @@ def compare_fold(fold: int, real: ShapeSet, gen: ShapeSet) -> FoldComparison:
         fit_gen=fit_gen,
         slope_t=slope_t,
         slope_p=slope_p,
+        n_empty_removed=n_empty_removed,
     )
 
 
@@ -94,10 +120,15 @@ def median_iqr(values: np.ndarray, scale: float = 1.0) -> str:
 
 
 def _counts_note(results: Sequence[FoldComparison]) -> str:
+    """Per fold: masks compared, and every mask left out of something, by reason."""
     parts = []
     for r in results:
         dropped = len(r.real.excluded) + len(r.gen.excluded)
-        parts.append(f"fold {r.fold}: {len(r.real.names)} real / {len(r.gen.names)} generated" + (f" ({dropped} without ESD left out)" if dropped else ""))
+        details = [f"{r.n_empty_removed} empty generated masks removed first"] if r.n_empty_removed else []
+        details += [f"{dropped} without ESD left out"] if dropped else []
+        if r.real.n_out_of_fit or r.gen.n_out_of_fit:
+            details.append(f"ESD 0 (left out of the log-log fit): {r.real.n_out_of_fit} real / {r.gen.n_out_of_fit} generated")
+        parts.append(f"fold {r.fold}: {len(r.real.names)} real / {len(r.gen.names)} generated" + (f" ({'; '.join(details)})" if details else ""))
     return "Masks per fold: " + "; ".join(parts) + "."
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -24,6 +25,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from iusdiff.data import image_tensor, to_uint8
 from iusdiff.errors import InputError
 from iusdiff.weights import TEXT_FILE
 
@@ -149,6 +151,20 @@ def encode_latents(vae: AutoencoderKL, x: torch.Tensor, generator: torch.Generat
 def decode_latents(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
     mean, std = latent_stats(vae, z)
     return vae.decode(z * std + mean).sample
+
+
+@torch.no_grad()
+def reconstruct(vae: AutoencoderKL, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """uint8 (N, H, W) images through the autoencoder (posterior mode), ``batch_size`` per call.
+
+    Activation memory grows with the batch: SD's VAE at 256 px in fp32 holds about 160 MiB per
+    image (measured on CPU), so a fold's ~350 real images in one call would need ~55 GB.
+    """
+    parts = []
+    for start in range(0, len(images), batch_size):
+        x = image_tensor(images[start : start + batch_size]).to(vae.device, vae.dtype)
+        parts.append(to_uint8(decode_latents(vae, encode_latents(vae, x, None))))
+    return np.concatenate(parts)
 
 
 # ---------------------------------------------------------------------------------------------

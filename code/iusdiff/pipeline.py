@@ -52,6 +52,7 @@ class Context:
     repo: Path
     resect_root: str
     seg_root: str
+    weights: Path | None = None  # the profile's weights folder; None: weights/ in the repository
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ class Stage:
     # by the stage but kept out of the checksum manifest and of the up-to-date check.
     volatile: tuple[str, ...] = ()
     enabled: Callable[[Context], bool] = field(default=lambda ctx: True)
-    preflight: Callable[[Context], None] | None = None
+    # A start-up check of the inputs it needs: raises InputError, or says what it found (a line).
+    preflight: Callable[[Context], str | None] | None = None
     # A per-fold stage runs once per fold as "<name>@fold<K>" with "--folds K" appended; "{fold}"
     # in its outputs is filled in. Folds can then run as separate jobs (run_all.sh --fold K).
     per_fold: bool = False
@@ -392,6 +394,14 @@ def refresh_manifest(out: Path, stages: Sequence[Stage]) -> int:
         return write_manifest(out, records)
 
 
+def startup_checks(ctx: Context, stages: Sequence[Stage]) -> list[str]:
+    """Run each distinct start-up check of the profile's enabled stages once, before any work;
+    one line per check that found something. Every enabled stage counts, not only those this
+    invocation runs: a fold job must not train for days towards an evaluation that cannot start."""
+    checks = dict.fromkeys(s.preflight for s in stages if s.preflight is not None and s.enabled(ctx))
+    return [line for check in checks if (line := check(ctx))]
+
+
 def run_pipeline(
     ctx: Context,
     stages: Sequence[Stage],
@@ -403,7 +413,7 @@ def run_pipeline(
     jobs: int = 1,
     stage_host: bool = False,
 ) -> Summary:
-    """Run the enabled stages in order; check every stage's inputs before any work starts.
+    """Run the enabled stages in order; check the profile's inputs before any work starts.
 
     ``fold`` restricts the run to the shared stages before any per-fold work plus that fold's
     instances (a cluster job); ``only`` to one stage. Inputs outside the selection must have
@@ -417,9 +427,7 @@ def run_pipeline(
     if unknown:
         raise InputError(f"--force: no stage named {', '.join(sorted(unknown))} in this profile")
     chosen = select(enabled, fold, only)
-    for stage in chosen:
-        if stage.preflight:
-            stage.preflight(ctx)
+    startup_checks(ctx, enabled)
     ctx.out.mkdir(parents=True, exist_ok=True)
     records: dict[str, dict[str, Any]] = {}
     summary = Summary()

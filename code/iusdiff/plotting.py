@@ -7,6 +7,7 @@ blanked so the same figure always hashes the same and the checksum manifest stay
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,13 @@ STYLE = {
     "pdf.fonttype": 42,
 }
 _METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None, "Creator": None}}
+
+
+def label_text(labels: Sequence[str], width_in: float, fontsize: float) -> str:
+    """Provenance labels as lines that fit a figure ``width_in`` inches wide at ``fontsize`` pt
+    (about 0.55 em per character), so a long label (a deviation) is wrapped, never cut off."""
+    chars = max(40, int(width_in * 72 / (0.55 * fontsize)))
+    return "\n".join(line for label in labels for line in textwrap.wrap(label, chars))
 
 
 def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = ("png", "pdf"), dpi: int = 300) -> list[Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from iusdiff.errors import InputError
 from iusdiff.pipeline import Context, Stage
 from iusdiff.resect import mask_path, us_path
-from iusdiff.weights import check_pretrained
+from iusdiff.weights import check_medsam, check_perceptual, check_pretrained
 
 PHANTOM_DIR = "phantom"
 CORPUS_DIR = "pretrain/corpus"  # the outside pretraining corpus (iusdiff.corpus), apart from the study data
@@ -33,10 +33,10 @@ def data_roots(profile: dict, out_phantom: str = PHANTOM_DIR) -> tuple[str, str]
     return profile["resect_root"], profile["seg_root"]
 
 
-def check_real_data(ctx: Context) -> None:
+def check_real_data(ctx: Context) -> str | None:
     """Before any work: every case's US volume and mask must be where the profile says."""
     if is_phantom(ctx):
-        return
+        return None
     where = (
         "put the RESECT download (NIFTI/CaseN/US/...) and RESECT-SEG (CaseN/...-tumor.nii.gz) under "
         "data/RESECT and data/RESECT_segmentation, or pass --resect-root / --seg-root; to run the embedded "
@@ -48,6 +48,7 @@ def check_real_data(ctx: Context) -> None:
     for case in ctx.profile["cases"]:
         us_path(ctx.resect_root, case)
         mask_path(ctx.seg_root, case)
+    return f"RESECT data: {len(ctx.profile['cases'])} cases in {ctx.resect_root} and {ctx.seg_root}"
 
 
 def _cases(ctx: Context) -> str:
@@ -65,29 +66,58 @@ def uses_pretrained(profile: dict) -> bool:
     return "pretrain" not in profile and any(profile[section].get("pretrained", False) for section in ("vae_image", "ldm_ius"))
 
 
+def weights_root(ctx: Context) -> Path:
+    """The folder the profile's weight settings are relative to (run_all.sh --weights)."""
+    return ctx.weights if ctx.weights is not None else ctx.repo / "weights"
+
+
 def pretrained_root(ctx: Context) -> str:
     """The base per-fold models start from: the run's own pretrained base (CPU profiles), or
-    SD-1.5: a folder relative to the repository if it exists, else the setting itself (an
-    absolute folder, or a Hub id already in the local HF cache)."""
+    SD-1.5: a folder in the weights folder if it exists, else the setting itself (an absolute
+    folder, or a Hub id already in the local HF cache)."""
     if builds_base(ctx):
         return BASE_DIR
     reference = ctx.profile["stable_diffusion"]
-    local = ctx.repo / reference
+    local = weights_root(ctx) / reference
     return str(local) if local.is_dir() else reference
 
 
-def check_pretrained_weights(ctx: Context) -> None:
+def check_pretrained_weights(ctx: Context) -> str | None:
     """Before any work: SD-1.5 (VAE, UNet, text encoder, tokenizer) must be where the profile says."""
     if not uses_pretrained(ctx.profile):
-        return
+        return None
     try:
-        check_pretrained(pretrained_root(ctx))
+        return f"Stable Diffusion 1.5: {check_pretrained(pretrained_root(ctx))}"
     except InputError as exc:
         raise InputError(
             f"profile '{ctx.profile['name']}' needs Stable Diffusion 1.5: {exc}. Put the diffusers-format "
-            f"download (stable-diffusion-v1-5/stable-diffusion-v1-5) in {ctx.profile['stable_diffusion']} "
-            "under the repository, or set 'stable_diffusion' in profiles.toml"
+            f"download (stable-diffusion-v1-5/stable-diffusion-v1-5) at {weights_root(ctx) / ctx.profile['stable_diffusion']} "
+            "(run_all.sh --weights DIR: the weights folder), or set 'stable_diffusion' in profiles.toml"
         ) from None
+
+
+def medsam_checkpoint(ctx: Context) -> Path:
+    return weights_root(ctx) / ctx.profile["evaluate_images"]["medsam_checkpoint"]
+
+
+def check_medsam_weights(ctx: Context) -> str | None:
+    """Before any work: the MedSAM checkpoint of a profile that segments with MedSAM (Table 2's
+    DSC/HD95 come last, after every training)."""
+    if ctx.profile["evaluate_images"]["segmenter"] != "medsam":
+        return None
+    try:
+        return f"MedSAM ViT-B: {check_medsam(medsam_checkpoint(ctx))}"
+    except InputError as exc:
+        raise InputError(
+            f"profile '{ctx.profile['name']}' needs MedSAM for DSC/HD95: {exc} (run_all.sh --weights DIR: the weights "
+            "folder), or set segmenter = \"standin\" in profiles.toml"
+        ) from None
+
+
+def check_perceptual_weights(ctx: Context) -> str | None:
+    """Before any work: VGG16 for the autoencoders' perceptual term (optional: its absence is the
+    profile's recorded deviation, weights.weight_deviations)."""
+    return check_perceptual(ctx.profile)
 
 
 def _pretrained_args(ctx: Context, section: str) -> list[str]:
@@ -237,6 +267,7 @@ STAGES: list[Stage] = [
         outputs=(f"{MODELS_DIR}/vae_mask/fold{{fold}}",),
         args=_train_vae_args("mask"),
         deps=("slices", "pretrain"),
+        preflight=check_perceptual_weights,  # for all three autoencoders: one start-up check per run
         per_fold=True,
         distributed=True,
     ),
@@ -396,10 +427,10 @@ STAGES: list[Stage] = [
             "--image-vae", f"{MODELS_DIR}/vae_image",
             "--segmenter", ctx.profile["evaluate_images"]["segmenter"],
             "--fid-max-images", ctx.profile["evaluate_images"]["fid_max_images"],
-            *(["--medsam-checkpoint", str(ctx.repo / ctx.profile["evaluate_images"]["medsam_checkpoint"])]
-              if "medsam_checkpoint" in ctx.profile["evaluate_images"] else []),
+            *(["--medsam-checkpoint", str(medsam_checkpoint(ctx))] if "medsam_checkpoint" in ctx.profile["evaluate_images"] else []),
         ],
         deps=("slices", "vae_image", "sample", "sample_pix2pix", "sample_controlnet", "sample_onestep", "downstream"),
+        preflight=check_medsam_weights,
     ),
     Stage(
         name="figures",

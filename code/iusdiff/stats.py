@@ -7,6 +7,8 @@
   :func:`slope_ttest`).
 * Paired comparisons across models or ratios R: Friedman, then pairwise Wilcoxon signed-rank
   (scipy's default: no continuity correction; pingouin corrects by default).
+* Unpaired comparisons (groups of different images, e.g. a model that draws its own masks):
+  Wilcoxon rank-sum per pair (:func:`pairwise_ranksums`).
 """
 
 from __future__ import annotations
@@ -106,13 +108,14 @@ def friedman_test(*groups: Sequence[float]) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class PairwiseResult:
-    """One Wilcoxon signed-rank comparison; ``p_adjusted`` equals ``p`` without adjustment."""
+    """One pairwise comparison; ``p_adjusted`` equals ``p`` without adjustment."""
 
     a: str
     b: str
     statistic: float
     p: float
     p_adjusted: float
+    test: str = "signed-rank"  # or "rank-sum" (unpaired groups)
 
     @property
     def stars(self) -> str:
@@ -150,6 +153,15 @@ def pairwise_wilcoxon(
         PairwiseResult(a=a, b=b, statistic=float(t.statistic), p=float(p), p_adjusted=float(q))
         for (a, b), t, p, q in zip(chosen, tests, p_values, adjusted, strict=True)
     ]
+
+
+def pairwise_ranksums(groups: Mapping[str, Sequence[float]], pairs: Sequence[tuple[str, str]]) -> list[PairwiseResult]:
+    """Two-sided Wilcoxon rank-sum tests between named groups of different subjects (no pairing)."""
+    results = []
+    for a, b in pairs:
+        statistic, p = ranksums_test(groups[a], groups[b])
+        results.append(PairwiseResult(a=a, b=b, statistic=statistic, p=p, p_adjusted=p, test="rank-sum"))
+    return results
 
 
 def stars(p: float) -> str:

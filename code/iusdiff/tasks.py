@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from iusdiff.data import (
     STREAM_AUGMENT,
@@ -100,6 +101,20 @@ def batched(n: int, size: int = EVAL_BATCH) -> list[slice]:
 # Autoencoders
 
 
+class Reconstruction(torch.nn.Module):
+    """An autoencoder's training pass (encode, posterior sample, decode) as one ``forward``:
+    under several processes accelerate wraps the module in DistributedDataParallel, which has no
+    ``encode``/``decode`` and synchronises gradients only for what runs through ``forward``."""
+
+    def __init__(self, vae: AutoencoderKL) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, DiagonalGaussianDistribution]:
+        posterior = self.vae.encode(x).latent_dist
+        return self.vae.decode(posterior.sample(generator=generator)).sample, posterior
+
+
 class VaeTask:
     """MSE + perceptual + adaptive PatchGAN hinge + KL·weight, AdamW; validation = reconstruction MSE."""
 
@@ -118,7 +133,8 @@ class VaeTask:
         disc = PatchDiscriminator(vae_channels(kind), cfg["disc_channels"], cfg["disc_layers"])
         opt_vae = torch.optim.AdamW(vae.parameters(), lr=cfg["lr"], fused=True)
         opt_disc = torch.optim.AdamW(disc.parameters(), lr=cfg["disc_lr"], betas=(0.5, 0.9), fused=True)
-        self.vae, self.disc, self.opt_vae, self.opt_disc = accelerator.prepare(vae, disc, opt_vae, opt_disc)
+        self.reconstruction, self.disc, self.opt_vae, self.opt_disc = accelerator.prepare(Reconstruction(vae), disc, opt_vae, opt_disc)
+        self.vae = vae  # the same parameters, unwrapped: checkpoints, validation and the saved model
         self.val_x = vae_inputs(kind, image_tensor(val.images), mask_tensor(val.masks))
 
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -133,10 +149,9 @@ class VaeTask:
         x = vae_inputs(self.kind, images, masks).to(acc.device)
         gen = generator_for(self.batches.seed, step, self.batches.rank, STREAM_NOISE)
         adversarial = step >= cfg["disc_start"] and cfg["adversarial_weight"] > 0
-        self.vae.train()
+        self.reconstruction.train()
         with acc.autocast():
-            posterior = self.vae.encode(x).latent_dist
-            rec = self.vae.decode(posterior.sample(generator=gen)).sample
+            rec, posterior = self.reconstruction(x, gen)
             mse = F.mse_loss(rec.float(), x)
             kl = kl_loss(posterior)
             values = {"loss": 0.0, "mse": mse.item(), "kl": kl.item()}
@@ -152,7 +167,7 @@ class VaeTask:
             loss = rec_loss + cfg["kl_weight"] * kl
             if adversarial:
                 g_adv = generator_adversarial_loss(self.disc(rec))
-                last = self.acc.unwrap_model(self.vae).decoder.conv_out.weight
+                last = self.vae.decoder.conv_out.weight
                 weight = adaptive_weight(rec_loss, g_adv, last) * cfg["adversarial_weight"]
                 loss = loss + weight * g_adv
                 values["g_adv"], values["adv_weight"] = g_adv.item(), weight.item()
@@ -173,7 +188,7 @@ class VaeTask:
 
     @torch.no_grad()
     def validate(self) -> float:
-        vae = self.acc.unwrap_model(self.vae).eval()
+        vae = self.vae.eval()
         total = 0.0
         for part in batched(len(self.val_x)):
             x = self.val_x[part].to(self.acc.device)
@@ -183,7 +198,7 @@ class VaeTask:
         return total / self.val_x.numel()
 
     def save_model(self, folder: Path) -> None:
-        self.acc.unwrap_model(self.vae).save_pretrained(folder)
+        self.vae.save_pretrained(folder)
 
 
 @torch.no_grad()
