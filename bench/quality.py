@@ -13,7 +13,7 @@ Per fold and model, on the same evenly spaced subset Table 2 uses (``--images`` 
   training set than new real images are; the paper's Fig. 5 finding for the one-step model),
   and the fraction of generated images closer than 95% of the held-out ones ("copies").
 
-    PYTHONPATH=code python bench/quality.py outputs/default [--folds 1-5] [--images 100] [--no-ceiling]
+    PYTHONPATH=code python bench/quality.py outputs/default [--folds 1-5] [--models proposed,...] [--images 100] [--no-ceiling]
 """
 
 from __future__ import annotations
@@ -68,19 +68,20 @@ def untrained_like(model_dir: Path, seed: int) -> MaskConditionedUNet:
     return MaskConditionedUNet(unet, embedding, trained.text).eval()
 
 
-def run_fold(out: Path, fold: int, images: int, ceiling: bool, cache: Path, extractor: InceptionFeatures) -> list[dict]:
+def run_fold(out: Path, fold: int, models: list[str], images: int, ceiling: bool, cache: Path, extractor: InceptionFeatures) -> list[dict]:
     dataset = load_dataset(out / "slices")
     train = load_fold(dataset, fold, "train")
     chosen = spaced_subset(len(train), images)
     real = train.images[chosen]
     real_features = features_for_images(list(real), cache, extractor)
     held_out = np.stack([dataset.image(r) for r in dataset.select(fold, "val") + dataset.select(fold, "test")])
+    subjects = np.array([r.subject for r in train.records])
     found = standin_model(out / "downstream", fold)
     segmenter = NnUNetSegmenter(*found, mirroring=False) if not isinstance(found, str) else None
 
     def row(name: str, generated: np.ndarray, masks: np.ndarray | None = None) -> dict:
         quality = image_quality(real_features, features_for_images(list(generated), cache, extractor))
-        memo = memorisation(generated, held_out, train.images)
+        memo = memorisation(generated, held_out, train.images, subjects)
         result = {"fold": fold, "set": name, "n": len(generated), "fid": quality.fid, "kid": quality.kid,
                   "nn_ratio": memo.ratio, "copies": memo.copies, "dsc": float("nan"), "hd95": float("nan")}
         if masks is not None and segmenter is not None:
@@ -90,7 +91,7 @@ def run_fold(out: Path, fold: int, images: int, ceiling: bool, cache: Path, extr
         return result
 
     rows = [row("real held-out (floor)", held_out)]
-    for model in MODELS:
+    for model in models:
         root = out / "samples" / model
         if not (fold_dir(root, fold) / "manifest.csv").is_file():
             continue
@@ -141,6 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="a run's output folder (e.g. outputs/default)")
     parser.add_argument("--folds", type=folds_argument, default=[1, 2, 3, 4, 5], help="folds, e.g. 1 or 1-5")
+    parser.add_argument("--models", type=lambda v: v.split(","), default=list(MODELS), help="comma-separated (default: all four)")
     parser.add_argument("--images", type=int, default=100, help="images per set (evenly spaced, as Table 2's cap)")
     parser.add_argument("--no-ceiling", dest="ceiling", action="store_false", help="skip sampling the untrained model")
     parser.add_argument("--cache", type=Path, help="Inception feature cache (default: a temporary folder)")
@@ -149,7 +151,7 @@ def main() -> None:
     extractor = InceptionFeatures(device="cpu", progress=False)
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp)
-        rows = [r for fold in args.folds if (args.out / "slices").is_dir() for r in run_fold(args.out, fold, args.images, args.ceiling, cache, extractor)]
+        rows = [r for fold in args.folds if (args.out / "slices").is_dir() for r in run_fold(args.out, fold, args.models, args.images, args.ceiling, cache, extractor)]
     print_table(rows)
 
 

@@ -84,9 +84,10 @@ def main(argv=None) -> int:
     weights = args.weights.resolve() if args.weights else None
     ctx = Context(profile=profile, out=out, repo=REPO, resect_root=resect, seg_root=seg, weights=weights)
     if args.list:
+        width = max(len(stage.name) for stage in STAGES)
         for stage in STAGES:
             scope = "per fold" if stage.per_fold else "shared"
-            print(f"{stage.name:<16} {'on ' if stage.enabled(ctx) else 'off'}  {scope:<8}  code/{stage.script}")
+            print(f"{stage.name:<{width}} {'on ' if stage.enabled(ctx) else 'off'}  {scope:<8}  code/{stage.script}")
         return 0
     if args.check:
         print(f"run_all: start-up checks of profile '{args.profile}'\n         {provenance(profile)}")

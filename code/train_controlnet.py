@@ -54,6 +54,7 @@ from iusdiff.models import (
 from iusdiff.runs import (
     OPTIONS,
     add_training_arguments,
+    augmentation_settings,
     completed,
     data_digest,
     dataset_folds,
@@ -89,7 +90,7 @@ def load_settings(args) -> dict:
         if phase not in cfg:
             raise InputError(f"profile '{args.profile}' has no [{args.profile}.controlnet.{phase}] settings")
         cfg[phase] = {**shared, **cfg[phase], **loop_overrides}
-    cfg["augmentation"] = settings(args.profile, "augmentation", {})
+    cfg["augmentation"] = augmentation_settings(args.profile, cfg)
     return cfg
 
 

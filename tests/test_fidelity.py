@@ -25,6 +25,8 @@ from iusdiff.fidelity import (
     pairing_note,
     fidelity,
     image_quality,
+    memorisation,
+    nearest_distances,
     result_numbers,
     spaced_subset,
     standin_model,
@@ -316,3 +318,20 @@ def test_vae_reference_encodes_256px_images_in_batches_of_the_limit(tmp_path):
     one_by_one = reconstructions(vae_root, 1, images, "cpu", batch_size=1)
     assert len(batched) == 10 and batched[0].shape == (256, 256) and batched[0].dtype == np.uint8
     assert max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(batched, one_by_one)) <= 1  # batching changes nothing
+
+
+def test_memorisation_tells_copies_of_the_training_set_from_new_and_from_blurred_images():
+    rng = np.random.default_rng(0)
+    subjects = np.repeat(np.arange(10), 3)
+    base = rng.integers(0, 256, (10, 16, 16))
+    training = np.clip(base[subjects] + rng.integers(-20, 21, (30, 16, 16)), 0, 255).astype(np.uint8)  # 3 close slices per subject
+    held_out = rng.integers(0, 256, (20, 16, 16), dtype=np.uint8)
+    copies = np.clip(training[:20].astype(int) + rng.integers(-2, 3, (20, 16, 16)), 0, 255).astype(np.uint8)
+    copied = memorisation(copies, held_out, training, subjects)
+    assert copied.ratio < 0.2 and copied.copies == 1.0 and copied.copies_held_out == 0.0
+    fresh = memorisation(rng.integers(0, 256, (20, 16, 16), dtype=np.uint8), held_out, training, subjects)
+    assert 0.9 < fresh.ratio < 1.1 and fresh.copies == 0.0
+    blurred = np.full((20, 16, 16), int(training.mean()), dtype=np.uint8)  # close to everything: a low ratio, no copies
+    smooth = memorisation(blurred, held_out, training, subjects)
+    assert smooth.ratio < 0.8 and smooth.copies == 0.0
+    assert np.allclose(nearest_distances(training[:3], training), 0.0)

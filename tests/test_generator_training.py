@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from iusdiff.data import Augmentation
 from iusdiff.models import MaskConditionedUNet, MaskEmbedding, build_ius_unet, build_vae, noise_scheduler, zero_text_embedding
-from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, VaeTask, validation_latents
+from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, VaeTask, parameter_groups, validation_latents
 from iusdiff.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
 
 from conftest import REPO, Interrupted, InterruptAt, fold_data
@@ -35,7 +35,7 @@ def vae_task(kind: str = "image") -> VaeTask:
     return VaeTask(kind, build_vae(VAE_CFG, 1, 32), batches, fold_data(4, 1), VAE_CFG, None, acc)
 
 
-def ius_task() -> LdmTask:
+def ius_task(cfg: dict = LDM_CFG) -> LdmTask:
     set_determinism(0)
     acc = make_accelerator("no")
     vae = build_vae(VAE_CFG, 1, 32).requires_grad_(False).eval()
@@ -48,7 +48,7 @@ def ius_task() -> LdmTask:
     scheduler = noise_scheduler({"timesteps": 1000, "beta_start": 0.001, "beta_end": 0.02})
     source = LatentSource(batches, vae, "image", copies=0, sample=True, device=acc.device)
     z, masks = validation_latents(vae, "image", fold_data(4, 1), acc.device)
-    return LdmTask(model, source, scheduler, z, masks, LDM_CFG, acc, lambda m, folder: m.save(folder))
+    return LdmTask(model, source, scheduler, z, masks, cfg, acc, lambda m, folder: m.save(folder))
 
 
 def run(task, out, resume: bool = False):
@@ -127,3 +127,23 @@ def test_two_processes_train_an_autoencoder_and_only_the_main_one_writes_models(
     model = AutoencoderKL.from_pretrained(tmp_path / "vae" / "fold1" / MODEL_DIR)
     assert model.config.latents_mean is not None  # finalise recorded the latent statistics
     assert json.loads((tmp_path / "vae" / "fold1" / "options.json").read_text())["steps"] == 4
+
+
+def test_new_layers_get_their_own_rate_and_resume_with_it(tmp_path):
+    task = ius_task()
+    model = task.acc.unwrap_model(task.model)
+    assert len(parameter_groups(model, LDM_CFG)) == 1
+    groups = parameter_groups(model, {**LDM_CFG, "new_layers_lr": 5e-2})
+    new = {id(p) for p in groups[1]["params"]}
+    assert groups[1]["lr"] == 5e-2 and "lr" not in groups[0]
+    assert new == {id(p) for p in [*model.embedding.parameters(), *model.unet.conv_in.parameters()]}
+    assert len(groups[0]["params"]) + len(new) == len([p for p in model.parameters() if p.requires_grad])
+
+    def make():
+        return ius_task({**LDM_CFG, "new_layers_lr": 5e-2})
+
+    straight = run(make(), tmp_path / "straight")
+    assert [g["lr"] for g in make().optimizer.param_groups] == [1e-3, 5e-2]
+    with pytest.raises(Interrupted):
+        run(InterruptAt(make(), 5), tmp_path / "resumed")
+    assert run(make(), tmp_path / "resumed", resume=True).history == straight.history

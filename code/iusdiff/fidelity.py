@@ -139,22 +139,41 @@ def nearest_distances(images: np.ndarray, training: np.ndarray) -> np.ndarray:
     return np.sqrt(squared_distances(images, training).min(axis=1) / images[0].size)
 
 
+COPY_RATIO = 0.5  # nearest training image at under half the distance of any other subject's: a near-copy
+
+
+def copy_ratios(images: np.ndarray, training: np.ndarray, subjects: np.ndarray) -> np.ndarray:
+    """Distance to the nearest training image over the distance to the nearest training image of
+    any other subject. A copy of one training slice scores near 0; a new image, or a blur that is
+    close to many slices alike, near 1. (The other subject, not the second-nearest image: a
+    subject's neighbouring slices are near-duplicates of each other.)"""
+    distances = squared_distances(images, training)
+    nearest = distances.argmin(axis=1)
+    other = np.where(subjects[None, :] != subjects[nearest][:, None], distances, np.inf).min(axis=1)
+    return np.sqrt(distances[np.arange(len(images)), nearest] / other)
+
+
 @dataclass(frozen=True)
 class Memorisation:
-    """Nearest-training-image distances of a generated set against those of held-out real images:
-    ``ratio`` < 1 means generated images sit closer to the training set than new real images do;
-    ``copies`` is the fraction closer than all but 5% of the held-out real images."""
+    """How close a generated set sits to the training set, against held-out real images.
 
-    median_generated: float
-    median_held_out: float
+    ``ratio``: median nearest-training-image distance of the generated images over that of the
+    held-out real ones (< 1: closer to the training set than new real images; blurred images
+    score low too, because a blur is close to everything in L2). ``copies``: the fraction of
+    generated images that are near-copies of one training slice (:func:`copy_ratios` under
+    :data:`COPY_RATIO`), which a blur does not fake; ``copies_held_out`` is the same for the
+    held-out real images, the false-alarm level.
+    """
+
     ratio: float
     copies: float
+    copies_held_out: float
 
 
-def memorisation(generated: np.ndarray, held_out: np.ndarray, training: np.ndarray) -> Memorisation:
-    gen, held = nearest_distances(generated, training), nearest_distances(held_out, training)
-    median_gen, median_held = float(np.median(gen)), float(np.median(held))
-    return Memorisation(median_gen, median_held, median_gen / median_held, float(np.mean(gen < np.percentile(held, 5))))
+def memorisation(generated: np.ndarray, held_out: np.ndarray, training: np.ndarray, subjects: np.ndarray) -> Memorisation:
+    ratio = float(np.median(nearest_distances(generated, training)) / np.median(nearest_distances(held_out, training)))
+    copies = float(np.mean(copy_ratios(generated, training, subjects) < COPY_RATIO))
+    return Memorisation(ratio, copies, float(np.mean(copy_ratios(held_out, training, subjects) < COPY_RATIO)))
 
 
 # ---------------------------------------------------------------------------------------------

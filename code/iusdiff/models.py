@@ -332,6 +332,10 @@ class MaskConditionedUNet(nn.Module):
         condition = self.embedding.condition(masks, drop)
         return self.predict(noisy, timesteps, condition)
 
+    def new_parameters(self) -> list[nn.Parameter]:
+        """What a pretrained UNet does not bring: the mask embedding and the widened ``conv_in``."""
+        return [*self.embedding.parameters(), *self.unet.conv_in.parameters()]
+
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Noise prediction for already-embedded conditions (lets sampling embed masks once)."""
         text = self.text.to(noisy.dtype).expand(noisy.shape[0], -1, -1)

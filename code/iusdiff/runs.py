@@ -129,5 +129,11 @@ def training_config(args: argparse.Namespace, section: str) -> dict:
     cfg = settings(args.profile, args.settings or section, overrides)
     if args.steps is not None:
         cfg.pop("epochs", None)
-    cfg["augmentation"] = settings(args.profile, "augmentation", {})
+    cfg["augmentation"] = augmentation_settings(args.profile, cfg)
     return cfg
+
+
+def augmentation_settings(profile_name: str, cfg: dict) -> dict:
+    """The profile's shared ``augmentation`` table, with the section's own ``augmentation``
+    entries on top (e.g. the LDMs' flips only)."""
+    return {**settings(profile_name, "augmentation", {}), **cfg.get("augmentation", {})}

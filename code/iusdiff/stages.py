@@ -224,6 +224,7 @@ STAGES: list[Stage] = [
             "--out", CORPUS_DIR, "--subjects", ctx.profile["corpus"]["subjects"], "--seed", ctx.profile["corpus"]["seed"],
             "--scale", ctx.profile["phantom"]["scale"], "--size", ctx.profile["size"],
             "--validation-subjects", ctx.profile["corpus"]["validation_subjects"], "--montage", "figures/corpus_montage.png",
+            "--resume",
         ],
         enabled=builds_base,
     ),

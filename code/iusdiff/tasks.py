@@ -270,6 +270,18 @@ class LatentSource:
         return encode_latents(self.vae, x, gen if self.sample else None).float(), masks.to(self.device)
 
 
+def parameter_groups(model: torch.nn.Module, cfg: dict) -> list[dict]:
+    """Trainable parameters as optimizer groups: one at ``lr``, or, with ``new_layers_lr``, the
+    layers a pretrained base does not have (``model.new_parameters()``: the proposed model's
+    mask embedding and widened ``conv_in``) in a group of their own at that rate."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not cfg.get("new_layers_lr") or not hasattr(model, "new_parameters"):
+        return [{"params": trainable}]
+    new = {id(p) for p in model.new_parameters()}
+    return [{"params": [p for p in trainable if id(p) not in new]},
+            {"params": [p for p in trainable if id(p) in new], "lr": cfg["new_layers_lr"]}]
+
+
 class LdmTask:
     """Epsilon-prediction MSE. A mask-conditioned model (``mask_conditioned = True``: the
     proposed iUS model, the ControlNet) gets masks and drops them with ``uncond_prob``."""
@@ -289,7 +301,7 @@ class LdmTask:
         self.conditional = getattr(model, "mask_conditioned", False)  # model(z, t, masks, drop) vs model(z, t).sample
         self.cfg, self.acc, self.source, self.scheduler = cfg, accelerator, source, scheduler
         self.ema = copy.deepcopy(model).requires_grad_(False).to(accelerator.device) if cfg["ema_decay"] > 0 else None
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"], fused=True)
+        optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg["lr"], fused=True)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.val_latents, self.val_masks = val_latents, val_masks
         self._save, self._validate_fid = save, validate_fid
