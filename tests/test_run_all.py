@@ -36,6 +36,27 @@ def check_generated_pairs(out):
         assert (folder / "guidance.csv").read_text().startswith("w,kid")
 
 
+def check_pretrained_base(out):
+    """The base was pretrained once on the corpus, which shares no subject with the study, and
+    every fold's models start from it."""
+    corpus, study = load_dataset(out / "pretrain" / "corpus"), load_dataset(out / "slices")
+    assert not {r.subject for r in corpus.records} & {r.subject for r in study.records}
+    assert {p.name for p in (out / "pretrain" / "base").iterdir()} >= {"vae", "unet", "vae_mask", "unet_mask", "base.json"}
+    for model in ("vae_image", "vae_mask", "ldm_mask", "ldm_ius", "vae_joint", "ldm_onestep"):
+        options = json.loads((out / "models" / model / "fold1" / "options.json").read_text())
+        assert options["options"]["pretrained"] == "pretrain/base", model
+
+
+def check_quality_benchmark(out):
+    """bench/quality.py on the finished smoke run: floors, ceiling, stand-in DSC, memorisation."""
+    result = run_script("../bench/quality.py", out, "--folds", "1", "--images", "8")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 1 |")]
+    names = [row.split("|")[2].strip() for row in rows]
+    assert names[:2] == ["real held-out (floor)", "pix2pix"] and "proposed: untrained (ceiling)" in names
+    assert "onestep: VAE reconstructions (floor)" in names and len(rows) == 9
+
+
 def test_smoke_profile_end_to_end_rerun_and_verify(tmp_path):
     out = tmp_path / "smoke"
     first = run_script("run_all.sh", "--profile", "smoke", "--out", out)
@@ -45,6 +66,8 @@ def test_smoke_profile_end_to_end_rerun_and_verify(tmp_path):
     assert "synthetic phantom data" in (out / "tables" / "table1.md").read_text()
 
     check_generated_pairs(out)
+    check_pretrained_base(out)
+    check_quality_benchmark(out)
 
     second = run_script("run_all.sh", "--profile", "smoke", "--out", out)
     assert second.returncode == 0
