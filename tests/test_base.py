@@ -14,6 +14,7 @@ import train_ldm
 import train_vae
 from iusdiff.errors import InputError
 from iusdiff.models import MASK_UNET_DIR, MASK_VAE_DIR, MaskConditionedUNet, PromptedUNet
+from iusdiff.runs import folder_digest
 from iusdiff.training import MODEL_DIR
 from iusdiff.weights import TEXT_FILE
 
@@ -52,12 +53,28 @@ def test_make_base_assembles_sd_layout_and_names_a_missing_part(tmp_path, smoke_
     result = run_script("make_base.py", *argv)
     assert result.returncode == 0, result.stderr
     base = tmp_path / "base"
-    assert {p.name for p in base.iterdir()} == {"vae", "unet", TEXT_FILE, "scheduler", MASK_VAE_DIR, MASK_UNET_DIR, "base.json"}
-    record = json.loads((base / "base.json").read_text())
-    assert "outside pretraining corpus" in record["kind"] and set(record["digests"]) == {"vae", "unet", "vae_mask", "unet_mask"}
+    assert {p.name for p in base.iterdir()} == {"vae", "unet", TEXT_FILE, "scheduler", MASK_VAE_DIR, MASK_UNET_DIR, "base.json", "base_mask.json"}
+    image, mask = (json.loads((base / name).read_text()) for name in ("base.json", "base_mask.json"))
+    assert "outside pretraining corpus" in image["kind"] and set(image["digests"]) == {"vae", "unet"}
+    assert set(mask["digests"]) == {"vae_mask", "unet_mask"}
     shutil.rmtree(tmp_path / "pretrain" / "ldm_mask")
     failed = run_script("make_base.py", *argv[:-1], tmp_path / "base2")
     assert failed.returncode == 2 and "ldm_mask/fold0/model: no trained model" in failed.stderr and not (tmp_path / "base2").exists()
+
+
+def test_make_base_writes_one_group_and_leaves_the_other(tmp_path, smoke_base):
+    """The pipeline assembles the mask parts and the image parts as two stages into one folder."""
+    stage_outputs(tmp_path / "pretrain", smoke_base)
+    corpus, base = tiny_slices(tmp_path / "corpus"), tmp_path / "base"
+    mask = ["--vae-mask", tmp_path / "pretrain" / "vae_mask", "--unet-mask", tmp_path / "pretrain" / "ldm_mask"]
+    image = ["--vae", tmp_path / "pretrain" / "vae_image", "--unet", tmp_path / "pretrain" / "ldm_image"]
+    assert run_script("make_base.py", *mask, "--corpus", corpus, "--out", base).returncode == 0
+    assert {p.name for p in base.iterdir()} == {MASK_VAE_DIR, MASK_UNET_DIR, "base_mask.json"}
+    assert run_script("make_base.py", *image, "--corpus", corpus, "--out", base).returncode == 0
+    assert {p.name for p in base.iterdir()} == {"vae", "unet", TEXT_FILE, "scheduler", MASK_VAE_DIR, MASK_UNET_DIR, "base.json", "base_mask.json"}
+    assert folder_digest(base / MASK_UNET_DIR) == folder_digest(tmp_path / "pretrain" / "ldm_mask" / "fold0" / MODEL_DIR / "unet")
+    half = run_script("make_base.py", *image[:2], "--corpus", corpus, "--out", tmp_path / "base2")
+    assert half.returncode == 2 and "--unet too" in half.stderr
 
 
 def test_every_per_fold_model_starts_from_the_base(tmp_path, smoke_base):

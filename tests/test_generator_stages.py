@@ -11,7 +11,8 @@ from iusdiff.stages import GENERATOR_STAGES, STAGES, check_pretrained_weights
 
 from test_generator_models import sd_folder
 
-PRETRAIN_STAGES = ("corpus", "pretrain_vae_image", "pretrain_vae_mask", "pretrain_ldm_image", "pretrain_ldm_mask", "pretrain")
+PRETRAIN_STAGES = ("corpus", "pretrain_vae_image", "pretrain_vae_mask", "pretrain_ldm_image", "pretrain_ldm_mask", "pretrain_mask", "pretrain")
+BASE_GROUP = {"vae_image": "pretrain", "vae_mask": "pretrain_mask", "ldm_mask": "pretrain_mask", "ldm_ius": "pretrain"}
 
 
 def context(profile: str, repo) -> Context:
@@ -52,9 +53,10 @@ def test_cpu_profiles_pretrain_their_own_base_once_and_finetune_every_fold_from_
     for profile in ("smoke", "default"):
         ctx = context(profile, tmp_path)
         assert all(stage(name).enabled(ctx) and not stage(name).per_fold for name in PRETRAIN_STAGES)
-        for name in ("vae_image", "vae_mask", "ldm_mask", "ldm_ius"):
+        for name, group in BASE_GROUP.items():  # the mask models wait only for the base's mask parts
             argv = stage(name).args(ctx)
-            assert argv[argv.index("--pretrained") + 1] == "pretrain/base" and "pretrain" in stage(name).deps
+            assert argv[argv.index("--pretrained") + 1] == "pretrain/base" and group in stage(name).deps
+            assert not {"pretrain", "pretrain_mask"} - {group} & set(stage(name).deps)
         argv = stage("pretrain_ldm_image").args(ctx)
         assert argv[argv.index("--slices") + 1] == "pretrain/corpus" and argv[argv.index("--settings") + 1] == "pretrain.ldm_image"
     paper = context("paper", tmp_path)

@@ -41,7 +41,11 @@ def check_pretrained_base(out):
     every fold's models start from it."""
     corpus, study = load_dataset(out / "pretrain" / "corpus"), load_dataset(out / "slices")
     assert not {r.subject for r in corpus.records} & {r.subject for r in study.records}
-    assert {p.name for p in (out / "pretrain" / "base").iterdir()} >= {"vae", "unet", "vae_mask", "unet_mask", "base.json"}
+    base = out / "pretrain" / "base"
+    assert {p.name for p in base.iterdir()} >= {"vae", "unet", "vae_mask", "unet_mask", "base.json", "base_mask.json"}
+    recorded = [set(json.loads((out / ".stages" / f"{name}.json").read_text())["files"]) for name in ("pretrain", "pretrain_mask")]
+    on_disk = {p.relative_to(out).as_posix() for p in base.rglob("*") if p.is_file()}
+    assert not recorded[0] & recorded[1] and recorded[0] | recorded[1] == on_disk  # two stages, disjoint parts, nothing unrecorded
     for model in ("vae_image", "vae_mask", "ldm_mask", "ldm_ius", "vae_joint", "ldm_onestep"):
         options = json.loads((out / "models" / model / "fold1" / "options.json").read_text())
         assert options["options"]["pretrained"] == "pretrain/base", model

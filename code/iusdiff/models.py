@@ -27,12 +27,9 @@ from torch import nn
 
 from iusdiff.data import image_tensor, to_uint8
 from iusdiff.errors import InputError
-from iusdiff.weights import TEXT_FILE
+from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR, SCHEDULER_DIR, TEXT_FILE, UNET_DIR
 
-UNET_DIR, EMBEDDING_DIR, SCHEDULER_DIR = "unet", "mask_embedding", "scheduler"
-# A pretrained base's folders: SD-1.5's vae/ and unet/; the CPU profiles' base (pretrained on
-# the outside corpus) adds the mask models the paper trains from scratch.
-MASK_VAE_DIR, MASK_UNET_DIR = "vae_mask", "unet_mask"
+EMBEDDING_DIR = "mask_embedding"
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # frozen weights per mixed_precision
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from iusdiff.errors import InputError
 from iusdiff.pipeline import Context, Stage
 from iusdiff.resect import mask_path, us_path
-from iusdiff.weights import check_medsam, check_perceptual, check_pretrained
+from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR, SCHEDULER_DIR, TEXT_FILE, UNET_DIR, check_medsam, check_perceptual, check_pretrained
 
 PHANTOM_DIR = "phantom"
 CORPUS_DIR = "pretrain/corpus"  # the outside pretraining corpus (iusdiff.corpus), apart from the study data
@@ -232,15 +232,22 @@ STAGES: list[Stage] = [
     _pretrain_stage("vae_mask", "train_vae.py", ["--kind", "mask"]),
     _pretrain_stage("ldm_image", "train_ldm.py", ["--model", "image"], vae="vae_image"),
     _pretrain_stage("ldm_mask", "train_ldm.py", ["--model", "mask"], vae="vae_mask"),
+    # The base in two groups, so the per-fold mask models finetune while the base iUS LDM (the
+    # longest pretraining) still runs: the image parts (SD-1.5's analogue) and the mask parts.
+    Stage(
+        name="pretrain_mask",
+        script="make_base.py",
+        outputs=tuple(f"{BASE_DIR}/{part}" for part in (MASK_VAE_DIR, MASK_UNET_DIR, "base_mask.json")),
+        args=lambda ctx: ["--vae-mask", "pretrain/vae_mask", "--unet-mask", "pretrain/ldm_mask", "--corpus", CORPUS_DIR, "--out", BASE_DIR],
+        deps=("corpus", "pretrain_vae_mask", "pretrain_ldm_mask"),
+        enabled=builds_base,
+    ),
     Stage(
         name="pretrain",
         script="make_base.py",
-        outputs=(BASE_DIR,),
-        args=lambda ctx: [
-            "--vae", "pretrain/vae_image", "--unet", "pretrain/ldm_image", "--vae-mask", "pretrain/vae_mask",
-            "--unet-mask", "pretrain/ldm_mask", "--corpus", CORPUS_DIR, "--out", BASE_DIR,
-        ],
-        deps=("corpus", "pretrain_vae_image", "pretrain_vae_mask", "pretrain_ldm_image", "pretrain_ldm_mask"),
+        outputs=tuple(f"{BASE_DIR}/{part}" for part in ("vae", UNET_DIR, TEXT_FILE, SCHEDULER_DIR, "base.json")),
+        args=lambda ctx: ["--vae", "pretrain/vae_image", "--unet", "pretrain/ldm_image", "--corpus", CORPUS_DIR, "--out", BASE_DIR],
+        deps=("corpus", "pretrain_vae_image", "pretrain_ldm_image"),
         enabled=builds_base,
     ),
     Stage(
@@ -267,7 +274,7 @@ STAGES: list[Stage] = [
         script="train_vae.py",
         outputs=(f"{MODELS_DIR}/vae_mask/fold{{fold}}",),
         args=_train_vae_args("mask"),
-        deps=("slices", "pretrain"),
+        deps=("slices", "pretrain_mask"),
         preflight=check_perceptual_weights,  # for all three autoencoders: one start-up check per run
         per_fold=True,
         distributed=True,
@@ -277,7 +284,7 @@ STAGES: list[Stage] = [
         script="train_ldm.py",
         outputs=(f"{MODELS_DIR}/ldm_mask/fold{{fold}}",),
         args=_train_ldm_args("mask", "vae_mask"),
-        deps=("slices", "vae_mask", "pretrain"),
+        deps=("slices", "vae_mask", "pretrain_mask"),
         per_fold=True,
         distributed=True,
     ),

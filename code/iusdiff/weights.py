@@ -27,6 +27,10 @@ SD_SUBFOLDERS = ("vae", "unet", "text_encoder", "tokenizer")
 TEXT_SUBFOLDERS = ("text_encoder", "tokenizer")
 # The fixed text input a base records when it has no text encoder (the CPU profiles' base).
 TEXT_FILE = "text_embedding.safetensors"
+UNET_DIR, SCHEDULER_DIR = "unet", "scheduler"
+# A pretrained base's folders: SD-1.5's vae/ and unet/; the CPU profiles' base (pretrained on
+# the outside corpus) adds the mask models the paper trains from scratch.
+MASK_VAE_DIR, MASK_UNET_DIR = "vae_mask", "unet_mask"
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's VGG16_Weights.IMAGENET1K_V1, what LPIPS-VGG loads
 PERCEPTUAL_SECTIONS = ("vae_image", "vae_mask", "vae_joint")
 PERCEPTUAL_OFF = (
