@@ -41,7 +41,6 @@ from iusdiff.controlnet import (
 from iusdiff.data import Augmentation, load_fold, seed_for
 from iusdiff.errors import InputError
 from iusdiff.models import (
-    SCHEDULER_DIR,
     WEIGHT_DTYPES,
     PromptedUNet,
     build_prompted_unet,
@@ -67,7 +66,7 @@ from iusdiff.runs import (
 from iusdiff.slices import load_dataset
 from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, validation_latents
 from iusdiff.training import MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
-from iusdiff.weights import check_pretrained
+from iusdiff.weights import SCHEDULER_DIR, check_pretrained
 
 PHASES = ("phase_a", "phase_b")
 

@@ -38,9 +38,6 @@ from iusdiff.errors import InputError
 from iusdiff.fid import InceptionFeatures
 from iusdiff.metrics import fid_from_features
 from iusdiff.models import (
-    MASK_UNET_DIR,
-    SCHEDULER_DIR,
-    UNET_DIR,
     WEIGHT_DTYPES,
     MaskConditionedUNet,
     build_ius_unet,
@@ -69,7 +66,7 @@ from iusdiff.sampling import sample_images
 from iusdiff.slices import load_dataset
 from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, validation_latents
 from iusdiff.training import MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
-from iusdiff.weights import check_pretrained
+from iusdiff.weights import MASK_UNET_DIR, SCHEDULER_DIR, UNET_DIR, check_pretrained
 
 MODELS = {"mask": "mask", "ius": "image", "onestep": "joint", "image": "image"}  # model -> what its VAE encodes
 

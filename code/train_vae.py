@@ -22,7 +22,7 @@ from iusdiff.data import Augmentation, image_tensor, load_fold, mask_tensor, see
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_dir
 from iusdiff.losses import perceptual_available, perceptual_loss
-from iusdiff.models import MASK_VAE_DIR, build_vae, load_pretrained_vae
+from iusdiff.models import build_vae, load_pretrained_vae
 from iusdiff.runs import (
     OPTIONS,
     add_training_arguments,
@@ -37,7 +37,7 @@ from iusdiff.runs import (
 from iusdiff.slices import load_dataset
 from iusdiff.tasks import KINDS, PairedBatches, VaeTask, resolve_steps, set_latent_scaling, vae_channels, vae_inputs
 from iusdiff.training import MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
-from iusdiff.weights import check_pretrained
+from iusdiff.weights import MASK_VAE_DIR, check_pretrained
 
 
 def parse_args(argv):

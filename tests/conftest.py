@@ -122,7 +122,8 @@ def smoke_base(tmp_path_factory) -> Path:
     import torch
 
     from iusdiff.config import load_profile
-    from iusdiff.models import MASK_UNET_DIR, MASK_VAE_DIR, build_mask_unet, build_prompted_unet, build_vae, zero_text_embedding
+    from iusdiff.models import build_mask_unet, build_prompted_unet, build_vae, zero_text_embedding
+    from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR
 
     tables = load_profile("smoke")["pretrain"]
     root = tmp_path_factory.mktemp("base")
@@ -133,3 +134,10 @@ def smoke_base(tmp_path_factory) -> Path:
     build_prompted_unet(unet, 16, 4, None, zero_text_embedding(unet["text_tokens"], unet["cross_attention_dim"])).save(root)
     build_mask_unet(tables["ldm_mask"], 8, 4).save_pretrained(root / MASK_UNET_DIR)
     return root
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The end-to-end smoke run is by far the longest test: collect it first, so that the two
+    pytest workers (pyproject's ``-n 2 --dist loadfile``) start it at once and one of them runs
+    everything else beside it."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)

@@ -13,10 +13,10 @@ from safetensors.torch import load_file, save_file
 import train_ldm
 import train_vae
 from iusdiff.errors import InputError
-from iusdiff.models import MASK_UNET_DIR, MASK_VAE_DIR, MaskConditionedUNet, PromptedUNet
+from iusdiff.models import MaskConditionedUNet, PromptedUNet
 from iusdiff.runs import folder_digest
 from iusdiff.training import MODEL_DIR
-from iusdiff.weights import TEXT_FILE
+from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR, TEXT_FILE
 
 from conftest import run_script
 from test_controlnet import SIZE, tiny_slices

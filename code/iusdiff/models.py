@@ -27,7 +27,7 @@ from torch import nn
 
 from iusdiff.data import image_tensor, to_uint8
 from iusdiff.errors import InputError
-from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR, SCHEDULER_DIR, TEXT_FILE, UNET_DIR
+from iusdiff.weights import MASK_UNET_DIR, TEXT_FILE, UNET_DIR
 
 EMBEDDING_DIR = "mask_embedding"
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # frozen weights per mixed_precision
