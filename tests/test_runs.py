@@ -33,8 +33,11 @@ def test_a_retrained_base_is_another_run(tmp_path):
     assert pretrained_identity(str(tmp_path), ("unet", "text_encoder")) == first
     (tmp_path / "unet" / "config.json").write_text('{"changed": 1}')
     assert pretrained_identity(str(tmp_path), ("unet",)) != first
+    mask_only = pretrained_identity(str(tmp_path), ("unet_mask", "vae"))
     (tmp_path / "text_embedding.safetensors").write_bytes(b"x")
-    assert "text_embedding.safetensors" in pretrained_identity(str(tmp_path), ("unet",))["digests"]
+    assert "text_embedding.safetensors" in pretrained_identity(str(tmp_path), ("unet", "text_encoder"))["digests"]
+    # Models that read no text keep their key when the image half of the base lands beside them.
+    assert pretrained_identity(str(tmp_path), ("unet_mask", "vae")) == mask_only
     assert pretrained_identity(None, ("unet",)) is None
     with pytest.raises(InputError, match="pretrained weights not found"):
         pretrained_identity(str(tmp_path / "missing"), ("unet",))

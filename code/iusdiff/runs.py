@@ -19,7 +19,7 @@ from iusdiff.errors import InputError
 from iusdiff.io import sha256_file
 from iusdiff.digests import code_digest
 from iusdiff.slices import SliceDataset
-from iusdiff.weights import TEXT_FILE, resolve_pretrained
+from iusdiff.weights import TEXT_FILE, TEXT_SUBFOLDERS, resolve_pretrained
 
 OPTIONS = "options.json"
 
@@ -86,12 +86,14 @@ def folder_digest(folder: Path) -> str:
 
 def pretrained_identity(reference: str | None, subfolders: tuple[str, ...]) -> dict | None:
     """What a finetuning run starts from: the base's location and the content of the parts it
-    reads, so a retrained base (the CPU profiles build theirs in the run) is a different run."""
+    reads, so a retrained base (the CPU profiles build theirs in the run) is a different run.
+    The recorded text input counts only for runs that read text: a mask model's key must not
+    depend on whether the image half of the base, written beside it, has landed yet."""
     if reference is None:
         return None
     root = resolve_pretrained(reference)
     digests = {sub: folder_digest(root / sub) for sub in subfolders if (root / sub).is_dir()}
-    if (root / TEXT_FILE).is_file():
+    if set(subfolders) & set(TEXT_SUBFOLDERS) and (root / TEXT_FILE).is_file():
         digests[TEXT_FILE] = sha256_file(root / TEXT_FILE)
     return {"reference": str(reference), "digests": digests}
 
