@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from iusdiff import pipeline
 from iusdiff.pipeline import MANIFEST, Context, Stage, StageFailed, run_pipeline, script_env
 from iusdiff.stagehost import HostUnavailable, StageHost
+from iusdiff.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,6 +126,32 @@ def test_pipeline_with_and_without_the_host_gives_the_same_manifest_and_failures
         with pytest.raises(StageFailed, match="'c' failed with exit status 4"):
             run_pipeline(ctx, [Stage("c", str(script), ("c",), lambda ctx: ["c", "4"])], log=lambda line: None, stage_host=stage_host)
     assert manifests[0] == manifests[1]
+
+
+def test_torch_free_stages_start_their_own_python_and_the_host_only_when_needed(tmp_path, monkeypatch):
+    script = write(tmp_path, "parent.py", "import os, pathlib, sys\npathlib.Path(sys.argv[1]).write_text(str(os.getppid()))\n")
+    started = []
+
+    def counting_host(env):
+        started.append(env)
+        return StageHost(env, preload=("json",))
+
+    monkeypatch.setattr(pipeline, "StageHost", counting_host)
+    ctx = Context(profile={"name": "toy", "threads": 1}, out=tmp_path / "out", repo=tmp_path, resect_root="", seg_root="")
+    light = Stage("light", str(script), ("light.txt",), lambda ctx: ["light.txt"], uses_torch=False)
+    heavy = Stage("heavy", str(script), ("heavy.txt",), lambda ctx: ["heavy.txt"], deps=("light",))
+    run_pipeline(ctx, [light], log=lambda line: None, stage_host=True)
+    assert not started and (ctx.out / "light.txt").read_text() == str(os.getpid())  # the runner's own child
+    run_pipeline(ctx, [light, heavy], log=lambda line: None, stage_host=True)
+    assert len(started) == 1 and (ctx.out / "heavy.txt").read_text() != str(os.getpid())  # forked by the host
+
+
+def test_stages_declared_torch_free_import_no_torch():
+    scripts = sorted({str(REPO / "code" / s.script) for s in STAGES if not s.uses_torch})
+    check = ("import runpy, sys\nfor path in sys.argv[1:]:\n    runpy.run_path(path, run_name='imported')\n"
+             "    assert 'torch' not in sys.modules, path\n")
+    result = subprocess.run([sys.executable, "-c", check, *scripts], env=script_env(REPO), capture_output=True, text=True)
+    assert len(scripts) >= 5 and result.returncode == 0, result.stderr
 
 
 POOL = """

@@ -77,6 +77,10 @@ class Stage:
     # Training stages may run under a multi-process launcher: with IUSDIFF_LAUNCHER set (e.g.
     # "accelerate launch --config_file cluster/accelerate_multigpu.yaml") it replaces "python".
     distributed: bool = False
+    # Whether the script imports torch. Those that do are forked from the stage host; the others
+    # (numpy, scipy, matplotlib) start their own Python, so a run of only such stages, e.g.
+    # ``--stage phantom``, never pays the host's ~8 s of imports for nothing.
+    uses_torch: bool = True
 
     @property
     def base(self) -> str:
@@ -456,7 +460,7 @@ def run_pipeline(
                 summary.skipped.append(stage.name)
             else:
                 log(f"{prefix}  running: {stage.script} {' '.join(argv)}")
-                record = _execute(ctx, stage, argv, fp, jobs, host.get())
+                record = _execute(ctx, stage, argv, fp, jobs, host.get() if stage.uses_torch else None)
                 summary.ran.append(stage.name)
                 summary.seconds[stage.name] = record["seconds"]
                 log(f"{prefix}  done in {record['seconds']:.1f} s ({len(record['files'])} files)")

@@ -190,6 +190,7 @@ STAGES: list[Stage] = [
     Stage(
         name="phantom",
         script="make_phantom.py",
+        uses_torch=False,
         outputs=(PHANTOM_DIR, "figures/phantom_montage.png"),
         args=lambda ctx: [
             "--out", PHANTOM_DIR,
@@ -203,6 +204,7 @@ STAGES: list[Stage] = [
     Stage(
         name="slices",
         script="prepare_data.py",
+        uses_torch=False,
         outputs=("slices",),
         args=lambda ctx: [
             "--resect-root", ctx.resect_root,
@@ -253,6 +255,7 @@ STAGES: list[Stage] = [
     Stage(
         name="table1",
         script="make_table1.py",
+        uses_torch=False,
         outputs=("tables/table1.csv", "tables/table1.md", "tables/table1.tex", "results/table1.csv"),
         args=lambda ctx: ["--slices", "slices", "--out-dir", "tables", "--profile", ctx.profile["name"]],
         deps=("slices",),
@@ -392,6 +395,7 @@ STAGES: list[Stage] = [
     Stage(
         name="evaluate_masks",
         script="evaluate_masks.py",
+        uses_torch=False,
         outputs=(
             *(f"tables/table{n}.{ext}" for n in (3, 4) for ext in ("csv", "md", "tex")),
             *(f"figures/fig{n}.{ext}" for n in (4, 6) for ext in ("png", "pdf")),
@@ -443,6 +447,7 @@ STAGES: list[Stage] = [
     Stage(
         name="figures",
         script="make_figures.py",
+        uses_torch=False,
         outputs=(
             *(f"figures/{name}.{ext}" for name in ("fig3", "fig5", "fig7", "fig10", "contact_sheet") for ext in ("png", "pdf")),
             "metrics/figures",
