@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Downstream augmentation study with nnU-Net v2 (paper Fig. 9): train per (fold, R), test, compare R.
 
-    python code/downstream_nnunet.py --slices DIR --samples DIR --out DIR --profile P
+    python code/downstream_nnunet.py --slices DIR --samples DIR --out DIR --settings FILE
         [--fig-dir DIR] [--table-dir DIR] [--results FILE] [--folds 1-5] [--ratios 0,1,2,3]
         [--trainer nnUNetTrainer] [--device cpu|cuda] [--seed 0] [--workers N] [--threads 1]
+
+The study's settings are the [downstream] section of --settings FILE (or --profile P); the
+options given here override them.
 
 --samples holds synthetic pairs in the sample contract (fold{K}/manifest.csv, images/, masks/;
 code/sample.py, or code/make_standin_samples.py --copies 3 as a stand-in) with at least
@@ -17,16 +20,14 @@ trainings are skipped on a rerun; changed inputs redo what depends on them.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from iusdiff.cli import cases_argument, positive_int, run, save_options
-from iusdiff.config import PROFILES, load_profile, provenance
+from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.downstream import (
     METRICS,
-    RATIOS,
     Entry,
     Study,
     Workspace,
@@ -61,19 +62,25 @@ def parse_args(argv):
     parser.add_argument("--slices", type=Path, required=True, help="folder written by prepare_data.py")
     parser.add_argument("--samples", type=Path, required=True, help="synthetic pairs in the sample contract (fold{K}/manifest.csv)")
     parser.add_argument("--out", type=Path, required=True, help="working and output folder (resumable)")
-    parser.add_argument("--profile", choices=PROFILES, required=True, help="labels the outputs with their data source")
+    add_settings_arguments(parser)
     parser.add_argument("--fig-dir", type=Path, help="where fig9.{png,pdf} go (default: --out)")
     parser.add_argument("--table-dir", type=Path, help="where fig9.{csv,md,tex} go (default: --out)")
     parser.add_argument("--results", type=Path, help="long-format numbers for the report (e.g. results/fig9.csv)")
-    parser.add_argument("--folds", type=cases_argument, default=[1, 2, 3, 4, 5], help="folds to train (default 1-5)")
-    parser.add_argument("--ratios", type=cases_argument, default=list(RATIOS), help="R values (default 0,1,2,3)")
-    parser.add_argument("--trainer", default="nnUNetTrainer", help="nnU-Net trainer class (iusdiff's short ones: "
+    parser.add_argument("--folds", type=cases_argument, help="folds to train, e.g. 1-5")
+    parser.add_argument("--ratios", type=cases_argument, help="R values, e.g. 0,1,2,3")
+    parser.add_argument("--trainer", help="nnU-Net trainer class (iusdiff's short ones: "
                         "nnUNetTrainer_iusdiffDefault, nnUNetTrainer_iusdiffSmoke)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device for nnU-Net")
-    parser.add_argument("--seed", type=int, default=0, help="seeds each training (with its fold and R)")
-    parser.add_argument("--workers", type=positive_int, default=min(os.cpu_count() or 1, 8), help="processes for preprocessing")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="torch device for nnU-Net")
+    parser.add_argument("--seed", type=int, help="seeds each training (with its fold and R)")
+    parser.add_argument("--workers", type=positive_int, help="processes for preprocessing")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads for training and inference (cpu only)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    settings = load_stage_settings(args, ["downstream"])
+    for key, value in settings["sections"]["downstream"].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.label = settings["profile"]["provenance"]
+    return args
 
 
 def check_device(device: str) -> None:
@@ -87,7 +94,7 @@ def prepare_study(args: argparse.Namespace) -> tuple[Study, list[str]]:
     """Check every input before any work; return the study and the labels its outputs carry."""
     study = load_study(load_dataset(args.slices), args.samples, sorted(set(args.folds)), sorted(set(args.ratios)))
     check_device(args.device)
-    labels = [provenance(load_profile(args.profile))]
+    labels = [args.label]
     return study, labels + ([study.generator] if study.generator else [])
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generated iUS images per fold and model: Table 2 (FID, KID, DSC, HD95), Fig. 8, per-image metrics.
 
-    python code/evaluate_images.py --slices slices --samples samples --profile P \
+    python code/evaluate_images.py --slices slices --samples samples --settings FILE \
         [--models proposed,pix2pix,controlnet,onestep] [--tables tables] [--figures figures] \
         [--metrics metrics/images] [--results results/table2.csv] [--segmenter medsam|standin|auto] \
         [--medsam-checkpoint PATH] [--downstream downstream] [--folds 1-5] [--fid-max-images N] [--image-vae DIR] \
@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from iusdiff.cli import cases_argument, positive_int, run, save_options
-from iusdiff.config import PROFILES, load_profile, provenance
+from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.downstream import captured_output, limit_cpu_threads, restore_matplotlib_defaults
 from iusdiff.errors import InputError
 from iusdiff.fid import InceptionFeatures, features_for_images
@@ -77,24 +77,24 @@ def parse_args(argv):
     parser.add_argument("--slices", type=Path, required=True, help="folder written by prepare_data.py")
     parser.add_argument("--samples", type=Path, required=True, help="one folder per model, each with fold{K}/manifest.csv")
     parser.add_argument("--models", type=lambda v: [m for m in v.split(",") if m], default=list(MODELS))
-    parser.add_argument("--profile", choices=PROFILES, required=True)
+    add_settings_arguments(parser)
     parser.add_argument("--tables", type=Path, default=Path("tables"))
     parser.add_argument("--figures", type=Path, default=Path("figures"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/images"))
     parser.add_argument("--results", type=Path, default=Path("results/table2.csv"), help="long-format numbers for the report")
-    parser.add_argument("--segmenter", choices=("medsam", "standin", "auto"), help="default: the profile's; auto = MedSAM "
+    parser.add_argument("--segmenter", choices=("medsam", "standin", "auto"), help="default: the settings'; auto = MedSAM "
                         "when the checkpoint exists, else the stand-in")
     parser.add_argument("--medsam-checkpoint", type=Path, default=Path("weights/medsam_vit_b.pth"))
     parser.add_argument("--downstream", type=Path, default=Path("downstream"), help="downstream study folder (stand-in segmenter)")
     parser.add_argument("--folds", type=cases_argument, default=[1, 2, 3, 4, 5])
-    parser.add_argument("--fid-max-images", type=int, help="images per set for FID/KID, 0 = all (default: the profile's)")
+    parser.add_argument("--fid-max-images", type=int, help="images per set for FID/KID, 0 = all (default: the settings')")
     parser.add_argument("--feature-cache", type=Path, default=Path("cache/inception"), help="Inception features by content hash")
     parser.add_argument("--logs", type=Path, default=Path("logs/evaluate_images"), help="nnU-Net's output while it loads")
     parser.add_argument("--image-vae", type=Path, help="train_vae.py --kind image output (fold{K}/model): adds its "
                         "reconstructions' FID/KID as a reference")
     parser.add_argument("--vae-batch", type=positive_int, default=16, help="real images per image-VAE call for the "
                         "reconstruction reference (memory grows with it: SD's VAE at 256 px, ~160 MiB per image)")
-    parser.add_argument("--device", help="torch device (default: the profile's)")
+    parser.add_argument("--device", help="torch device (default: the settings')")
     return parser.parse_args(argv)
 
 
@@ -277,7 +277,7 @@ def reference_note(references: list[dict]) -> str:
 
 
 def table_notes(profile, extractor, cap, seg_labels, seg_missing, log, size_px, references) -> list[str]:
-    notes = [f"Data: {provenance(profile)}.", fid_note(extractor, cap) + "; KID is the mean over 100 subsets of "
+    notes = [f"Data: {profile['provenance']}.", fid_note(extractor, cap) + "; KID is the mean over 100 subsets of "
              "min(50, n) (std in metrics/images/summary.csv).", reference_note(references)]
     for label in sorted(set(seg_labels.values())):
         folds = ", ".join(str(f) for f, v in seg_labels.items() if v == label)
@@ -294,7 +294,7 @@ def table_notes(profile, extractor, cap, seg_labels, seg_missing, log, size_px, 
 def number_labels(profile, models, inputs, extractor, cap, seg_labels) -> dict[tuple[str, str], str]:
     labels = {}
     for model in models:
-        base = [provenance(profile)] + ([inputs[model].standin] if model in inputs and inputs[model].standin else [])
+        base = [profile["provenance"]] + ([inputs[model].standin] if model in inputs and inputs[model].standin else [])
         for metric in ("FID", "KID"):
             labels[(model, metric)] = "; ".join(base + [fid_note(extractor, cap)])
         for metric in ("DSC", "HD"):
@@ -304,8 +304,8 @@ def number_labels(profile, models, inputs, extractor, cap, seg_labels) -> dict[t
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    profile = load_profile(args.profile)
-    cfg = profile["evaluate_images"]
+    settings = load_stage_settings(args, ["evaluate_images"])
+    profile, cfg = settings["profile"], settings["sections"]["evaluate_images"]
     args.device = args.device or cfg["device"]
     args.segmenter = args.segmenter or cfg["segmenter"]
     args.fid_max_images = cfg["fid_max_images"] if args.fid_max_images is None else args.fid_max_images
@@ -341,7 +341,7 @@ def main(argv=None) -> int:
     labels = number_labels(profile, models, inputs, extractor, cap, seg_labels)
     numbers = result_numbers(entries, models, args.folds, labels)
     comparisons = {metric: compare_models(per_image, segmented, metric) for metric in ("dice", "hd95")}
-    fig_labels = [provenance(profile), *sorted(set(seg_labels.values())), *pairing]
+    fig_labels = [profile["provenance"], *sorted(set(seg_labels.values())), *pairing]
     fig_labels += [f"{MODELS[m]}: {l}" for m, l in model_labels.items()]
     fig_labels += [f"{MODELS[m]}: not run" for m in skipped]
     if seg_missing:

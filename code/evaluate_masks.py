@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Real vs generated tumour masks per fold: Tables 3 and 4, Figs. 4 and 6, per-mask metrics.
 
-    python code/evaluate_masks.py --slices DIR --generated DIR --profile default \
+    python code/evaluate_masks.py --slices DIR --generated DIR --settings FILE \
         [--tables tables] [--figures figures] [--metrics metrics/masks] [--folds 1-5]
 
 --generated holds one folder per fold in the sample contract (iusdiff.samples):
@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from iusdiff.cli import cases_argument, run, save_options
-from iusdiff.config import PROFILES, load_profile, provenance
+from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_path, load_mask_png
 from iusdiff.mask_eval import (
@@ -43,7 +43,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=Path, required=True, help="folder written by prepare_data.py")
     parser.add_argument("--generated", type=Path, required=True, help="generated sets, one fold{K}/ folder per fold")
-    parser.add_argument("--profile", choices=PROFILES, required=True)
+    add_settings_arguments(parser)
     parser.add_argument("--tables", type=Path, default=Path("tables"))
     parser.add_argument("--figures", type=Path, default=Path("figures"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/masks"))
@@ -81,7 +81,7 @@ def write_rows(path: Path, rows: list[dict[str, object]]) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    profile = load_profile(args.profile)
+    label_data = load_stage_settings(args, [])["profile"]["provenance"]
     dataset = load_dataset(args.slices)
     label = generator_label(args.generated)
     results, example = [], None
@@ -98,9 +98,9 @@ def main(argv=None) -> int:
             example = representative_mask(real_masks, real, real_names)
         print(f"fold {fold}: size p = {result.size_p:.3f}, ESD p = {result.esd_p:.3f}, slope p = {result.slope_p:.3f}")
     size_px = dataset.image(dataset.records[0]).shape[0]
-    for table in (table3(results, provenance(profile), label, size_px), table4(results, provenance(profile), label)):
+    for table in (table3(results, label_data, label, size_px), table4(results, label_data, label)):
         write_table(table, args.tables)
-    write_results(args.results, result_numbers(results, f"{provenance(profile)}; generated masks: {label}; {size_px} px"))
+    write_results(args.results, result_numbers(results, f"{label_data}; generated masks: {label}; {size_px} px"))
     save_figure(fig4(example), args.figures / "fig4")
     folds = [FoldShape(r.real.sizes, r.real.esds, r.gen.sizes, r.gen.esds, f"Fold {r.fold}") for r in results]
     save_figure(fig6(folds), args.figures / "fig6")

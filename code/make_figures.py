@@ -2,7 +2,7 @@
 """Qualitative figures: Fig. 3 (data), 5 (one-step vs nearest training pair), 7 (two-step models
 with a zoom), 10 (proposed pairs by tumour size) and a contact sheet of the four models.
 
-    python code/make_figures.py --slices slices --samples samples --profile P --figures figures [--fold 1]
+    python code/make_figures.py --slices slices --samples samples --settings FILE --figures figures [--fold 1]
 
 --samples holds one folder per model in the sample contract (proposed, pix2pix, controlnet,
 onestep); generated pairs come from the first N of --fold (N = its training images), as in
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from iusdiff.cli import run, save_options
-from iusdiff.config import PROFILES, load_profile, provenance
+from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.figures import NearestPair, Pair, contact_sheet, fig3, fig5, fig7, fig10, nearest_training, squared_difference
 from iusdiff.fidelity import MODELS, generated_samples, generator_label
 from iusdiff.io import load_mask_png, load_png
@@ -33,7 +33,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=Path, required=True, help="folder written by prepare_data.py")
     parser.add_argument("--samples", type=Path, required=True, help="one folder per model, each with fold{K}/manifest.csv")
-    parser.add_argument("--profile", choices=PROFILES, required=True)
+    add_settings_arguments(parser)
     parser.add_argument("--figures", type=Path, default=Path("figures"))
     parser.add_argument("--fold", type=int, default=1, help="fold whose generated pairs are shown")
     parser.add_argument("--options", type=Path, default=Path("metrics/figures/options.json"), help="where the resolved options go")
@@ -55,7 +55,7 @@ def load_sets(samples: Path, fold: int, n: int) -> dict[str, list[Pair] | None]:
 
 def labels_for(profile: dict, samples: Path, sets: dict, models) -> list[str]:
     """Provenance footer of a figure showing ``models``: data label, stand-in generators, models not run."""
-    labels = [provenance(profile)]
+    labels = [profile["provenance"]]
     for model in models:
         pairs = sets[model]
         if pairs is None:
@@ -144,7 +144,7 @@ def shared_mask_figures(sets: dict, figures: Path, labels) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    profile = load_profile(args.profile)
+    profile = load_stage_settings(args, [])["profile"]
     dataset = load_dataset(args.slices)
     n = len(dataset.select(args.fold, "train"))
     sets = load_sets(args.samples, args.fold, n)

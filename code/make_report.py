@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the reproduction report: the paper's numbers beside ours, versions, device, times.
 
-    python code/make_report.py --results results --profile default --out report.md
+    python code/make_report.py --results results --settings FILE --out report.md
 
 Run inside a pipeline output folder (it reads .stages/ and checksums.sha256 there).
 """
@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from iusdiff.cli import run
-from iusdiff.config import PROFILES, load_profile, provenance
+from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.io import write_text
 from iusdiff.pipeline import MANIFEST, read_manifest
 from iusdiff.report import render, stage_records
@@ -22,18 +22,18 @@ from iusdiff.results import paper_numbers, read_results
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("results"), help="folder of results/*.csv")
-    parser.add_argument("--profile", choices=PROFILES, required=True)
+    add_settings_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("report.md"))
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    profile = load_profile(args.profile)
+    profile = load_stage_settings(args, [])["profile"]
     folder = args.out.resolve().parent
     text = render(
-        args.profile,
-        provenance(profile),
+        profile["name"],
+        profile["provenance"],
         paper_numbers(),
         read_results(args.results),
         stage_records(folder),

@@ -6,6 +6,8 @@
     ./run_all.sh --profile default --stage table1  # one stage (its inputs must exist)
     ./run_all.sh --profile default --verify
     ./run_all.sh --profile paper --check            # only the start-up checks: data and weights in place?
+    ./run_all.sh --profile default --set ldm_mask.steps=1000 --plan   # what a changed setting reruns
+    ./run_all.sh --profile smoke --show-settings     # every resolved value and where it comes from
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from iusdiff import __version__
 from iusdiff.cli import run
 from iusdiff.config import PROFILES, load_profile, provenance
 from iusdiff.io import write_json
-from iusdiff.pipeline import MANIFEST, Context, StageFailed, publish, run_pipeline, startup_checks, verify
+from iusdiff.pipeline import MANIFEST, Context, StageFailed, plan_pipeline, publish, run_pipeline, startup_checks, verify
+from iusdiff.settings import resolve, show_settings
 from iusdiff.splits import paper_folds
 from iusdiff.stages import STAGES, data_roots, weights_root
 
@@ -33,6 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=PROFILES, default="default")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="change one setting for this run (repeatable; VALUE in TOML, checked against the schema)")
+    parser.add_argument("--show-settings", action="store_true", help="print every resolved setting and where it comes from, and exit")
+    parser.add_argument("--plan", action="store_true", help="list the stages a run would rerun, and why, without running them")
     parser.add_argument("--out", type=Path, help="output folder (default: outputs/<profile> in the repository)")
     parser.add_argument("--resect-root", type=Path, help="RESECT root for real-data profiles (default from the profile)")
     parser.add_argument("--seg-root", type=Path, help="RESECT-SEG root for real-data profiles (default from the profile)")
@@ -66,13 +73,16 @@ def resolve_roots(args, profile) -> tuple[str, str]:
 def default_jobs(profile: dict) -> int:
     """CPU profiles pin each stage to ``threads`` threads, so their folds can share the cores;
     GPU profiles run one stage at a time."""
-    threads = profile.get("threads")
+    threads = profile["threads"]
     return max(1, (os.cpu_count() or 1) // threads) if threads else 1
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    profile = load_profile(args.profile)
+    profile = load_profile(args.profile, args.overrides)
+    if args.show_settings:
+        print(show_settings(resolve(args.profile, tuple(args.overrides))))
+        return 0
     out = (args.out or REPO / "outputs" / args.profile).resolve()
     if args.verify:
         problems = verify(out)
@@ -88,6 +98,13 @@ def main(argv=None) -> int:
         for stage in STAGES:
             scope = "per fold" if stage.per_fold else "shared"
             print(f"{stage.name:<{width}} {'on ' if stage.enabled(ctx) else 'off'}  {scope:<8}  code/{stage.script}")
+        return 0
+    if args.plan:
+        rows = plan_pipeline(ctx, STAGES, FOLDS, fold=args.fold, only=args.stage, force=args.force)
+        width = max(len(name) for name, _ in rows)
+        for name, reason in rows:
+            print(f"{name:<{width}}  {'up to date' if reason is None else 'runs: ' + reason}")
+        print(f"run_all: plan: {sum(r is not None for _, r in rows)} of {len(rows)} stage(s) would run in {out}")
         return 0
     if args.check:
         print(f"run_all: start-up checks of profile '{args.profile}'\n         {provenance(profile)}")
@@ -109,6 +126,7 @@ def main(argv=None) -> int:
         out / "run.json",
         {
             "profile": profile,
+            "overrides": args.overrides,
             "out": str(out),
             "resect_root": resect,
             "seg_root": seg,

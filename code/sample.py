@@ -52,6 +52,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 
 from iusdiff.cli import run, save_options
+from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.controlnet import ControlledUNet, sample_controlnet_images
 from iusdiff.data import load_fold, seed_for
 from iusdiff.errors import InputError
@@ -105,7 +106,7 @@ def parse_args(argv):
     parser.add_argument("--joint-vae", type=Path, help="train_vae.py --kind joint output (onestep)")
     parser.add_argument("--onestep-ldm", type=Path, help="train_ldm.py --model onestep output (onestep)")
     parser.add_argument("--out", type=Path, required=True, help="output folder; one fold{K}/ per fold")
-    parser.add_argument("--profile", required=True, help="settings profile (smoke, default, paper)")
+    add_settings_arguments(parser)
     parser.add_argument("--fold", "--folds", dest="fold", type=folds_argument, help="folds to sample, e.g. 1 or 1-5 (default: all)")
     parser.add_argument("--sampler", choices=SAMPLERS, help="ddpm (the paper's), ddim or dpmsolver++")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the profile's; DDPM without any runs all training steps)")
@@ -307,14 +308,12 @@ def sample_fold(args, cfg: dict, dataset, fold: int, device, extractor: Inceptio
 
 
 def resolve_sampling(args) -> dict:
-    """The profile's [sampling] settings with the CLI's overrides. Without a step count
-    (profile or --steps), DDPM runs every training step, the paper's sampler."""
+    """The [sampling] section with the command line's overrides (steps "all": every training
+    step, DDPM's only)."""
     overrides = {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance, "batch_size": args.batch_size, "seed": args.seed}
-    cfg = settings(args.profile, "sampling", overrides)
-    if cfg.get("steps") is None:
-        if cfg["sampler"] != "ddpm":
-            raise InputError(f"sampler {cfg['sampler']!r} needs --steps")
-        cfg["steps"] = "all"
+    cfg = settings(load_stage_settings(args, ["sampling"]), "sampling", overrides)
+    if cfg["steps"] == "all" and cfg["sampler"] != "ddpm":
+        raise InputError(f"sampler {cfg['sampler']!r} needs --steps")
     return cfg
 
 

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from iusdiff.cli import run, save_options
+from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_dir, load_mask_png, save_png, sha256_file
 from iusdiff.pix2pix import check_test_mode, load_generator, translate
-from iusdiff.runs import OPTIONS, completed, dataset_folds, folder_digest, folds_argument, script_digest, settings
+from iusdiff.runs import OPTIONS, completed, dataset_folds, folder_digest, folds_argument, script_digest
 from iusdiff.samples import Sample, fold_dir, read_manifest, write_manifest
 from iusdiff.slices import load_dataset
 from iusdiff.training import MODEL_DIR, run_key
@@ -44,7 +45,7 @@ def parse_args(argv):
     parser.add_argument("--models", type=Path, required=True, help="train_pix2pix.py output (fold{K}/model)")
     parser.add_argument("--masks", type=Path, required=True, help="the proposed model's samples (fold{K}/manifest.csv)")
     parser.add_argument("--out", type=Path, required=True, help="output folder; one fold{K}/ per fold")
-    parser.add_argument("--profile", required=True, help="settings profile (smoke, default, paper)")
+    add_settings_arguments(parser)
     parser.add_argument("--fold", "--folds", dest="fold", type=folds_argument, help="folds to sample, e.g. 1 or 1-5 (default: all)")
     parser.add_argument("--resume", action="store_true", help="keep folds already sampled with the same model, masks and settings")
     return parser.parse_args(argv)
@@ -97,7 +98,7 @@ def sample_fold(args, test_mode: str, dataset, fold: int, device: torch.device) 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    test_mode = check_test_mode(settings(args.profile, "pix2pix", {})["test_mode"])
+    test_mode = check_test_mode(load_stage_settings(args, ["pix2pix"])["sections"]["pix2pix"]["test_mode"])
     dataset = load_dataset(args.slices)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     folds = dataset_folds(dataset, args.fold)

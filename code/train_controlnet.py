@@ -16,8 +16,8 @@ image). Both phases run through the shared training loop: seeded, resumable per 
 
 Writes OUT/fold{K}/phase_a/model/ (unet/, text_embedding.safetensors, scheduler/),
 OUT/fold{K}/phase_b/model/controlnet/, each phase's checkpoints/, log.csv, validation.csv and
-options.json, and OUT/fold{K}/options.json. Settings: [<profile>.controlnet] (shared) with
-[<profile>.controlnet.phase_a] and [<profile>.controlnet.phase_b] (per phase).
+options.json, and OUT/fold{K}/options.json. Settings: the [controlnet] section of --settings
+FILE or --profile P; its phase_a and phase_b tables hold the shared keys under their own.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from iusdiff.controlnet import (
     ControlNetTask,
     build_controlnet,
 )
+from iusdiff.config import load_stage_settings
 from iusdiff.data import Augmentation, load_fold, seed_for
 from iusdiff.errors import InputError
 from iusdiff.models import (
@@ -53,7 +54,6 @@ from iusdiff.models import (
 from iusdiff.runs import (
     OPTIONS,
     add_training_arguments,
-    augmentation_settings,
     completed,
     data_digest,
     dataset_folds,
@@ -80,16 +80,12 @@ def parse_args(argv):
 
 
 def load_settings(args) -> dict:
-    """[<profile>.controlnet] with each phase's table resolved (shared keys, then the phase's,
-    then the command line's)."""
-    cfg = settings(args.profile, "controlnet", {"seed": args.seed})
-    loop_overrides = {k: v for k, v in {"steps": args.steps, "checkpointing_steps": args.checkpointing_steps}.items() if v is not None}
-    shared = {k: v for k, v in cfg.items() if k not in PHASES}
+    """The [controlnet] section (each phase holds the shared keys under its own) with the
+    command line's overrides, in both phases."""
+    cfg = settings(load_stage_settings(args, ["controlnet"]), "controlnet", {"seed": args.seed})
+    overrides = {k: v for k, v in {"seed": args.seed, "steps": args.steps, "checkpointing_steps": args.checkpointing_steps}.items() if v is not None}
     for phase in PHASES:
-        if phase not in cfg:
-            raise InputError(f"profile '{args.profile}' has no [{args.profile}.controlnet.{phase}] settings")
-        cfg[phase] = {**shared, **cfg[phase], **loop_overrides}
-    cfg["augmentation"] = augmentation_settings(args.profile, cfg)
+        cfg[phase] = {**cfg[phase], **overrides}
     return cfg
 
 

@@ -4,7 +4,7 @@
     python code/train_ldm.py --model mask --slices DIR --vae MASK_VAE_DIR --out DIR --profile P
     python code/train_ldm.py --model ius  --slices DIR --vae IMAGE_VAE_DIR --out DIR --profile P
     python code/train_ldm.py --model onestep --slices DIR --vae JOINT_VAE_DIR --out DIR --profile P
-    python code/train_ldm.py --model image --slices CORPUS --vae IMAGE_VAE_DIR --out DIR --profile P --settings pretrain.ldm_image
+    python code/train_ldm.py --model image --slices CORPUS --vae IMAGE_VAE_DIR --out DIR --profile P --section pretrain.ldm_image
                              [--fold 1-5] [--pretrained BASE_DIR] [--resume] [--steps N]
 
 ``mask``: the unconditional mask generator (UNet2DModel on mask latents). ``ius``: the proposed
@@ -18,8 +18,8 @@ VAE_DIR is train_vae.py's output (fold{K}/model is used). BASE_DIR is SD-1.5 in 
 format or the pretrain stage's base (vae/, unet/, vae_mask/, unet_mask/); the settings'
 ``pretrained`` says which models start from it. Writes OUT/fold{K}/model/ (the best
 checkpoint: unet/ [+ mask_embedding/, text_embedding.safetensors] and scheduler/),
-checkpoints/, log.csv, validation.csv and options.json. Settings: [<profile>.ldm_<model>], or
-the table named by --settings.
+checkpoints/, log.csv, validation.csv and options.json. Settings: the [ldm_<model>] section of
+--settings FILE (run_all.sh writes it) or of --profile P, or the section named by --section.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def base_parts(model: str) -> tuple[str, ...]:
 def pretrained_root(args, cfg: dict, subfolders: tuple[str, ...]) -> Path | None:
     """The pretrained base to start from (SD-1.5, or the pretrain stage's base), when the
     settings ask for one."""
-    if not cfg.get("pretrained", False):
+    if not cfg["pretrained"]:
         return None
     if args.pretrained is None:
         raise InputError("these settings start from a pretrained UNet: pass --pretrained DIR (SD-1.5 or the pretrain stage's base)")
@@ -112,7 +112,7 @@ def build_model(args, cfg: dict, vae: AutoencoderKL, size: int) -> tuple[torch.n
             model.save(folder)
         scheduler.save_pretrained(folder / SCHEDULER_DIR)
 
-    if args.model == "mask" or (args.model == "onestep" and not cfg.get("pretrained", False)):
+    if args.model == "mask" or (args.model == "onestep" and not cfg["pretrained"]):
         root = pretrained_root(args, cfg, base_parts(args.model)) if args.model == "mask" else None
         return build_mask_unet(cfg, latent_size, channels, root), save_with_schedule
     root = pretrained_root(args, cfg, base_parts(args.model))
@@ -144,7 +144,7 @@ def fid_validation(cfg: dict, vae: AutoencoderKL, scheduler: DDPMScheduler, trai
 def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
     fold_dir = args.out / f"fold{fold}"
     vae_dir = args.vae / f"fold{fold}" / MODEL_DIR
-    reference = args.pretrained if cfg.get("pretrained", False) else None
+    reference = args.pretrained if cfg["pretrained"] else None
     identity = {"model": args.model, "fold": fold, "pretrained": pretrained_identity(reference, base_parts(args.model))}
     key = run_key(identity, training_settings(cfg), data_digest(dataset, fold), folder_digest(vae_dir), script_digest(__file__))
     if args.resume and completed(fold_dir, key):
@@ -175,7 +175,7 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
             settings=cfg,
             steps=loop.steps,
             run_key=key,
-            selection=cfg.get("selection", "loss"),
+            selection=cfg["selection"],
             best_step=state.best_step,
             best_validation_score=state.best,
             parameters=int(sum(np.prod(p.shape) for p in model.parameters())),

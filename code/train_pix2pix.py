@@ -5,11 +5,11 @@
                                  [--steps N | --epochs N] [--checkpointing_steps N] [--seed N]
 
 Vanilla GAN + 100·L1, Adam 2e-4 (beta1 0.5), constant learning rate then linear decay to zero,
-paired augmentation from [<profile>.augmentation] (see iusdiff.pix2pix). Writes
+paired augmentation from [augmentation] (see iusdiff.pix2pix). Writes
 OUT/fold{K}/model/ (generator.safetensors + config.json; the generator with the lowest
-validation L1), checkpoints/ (resume), log.csv, validation.csv and options.json. Settings come
-from [<profile>.pix2pix] in iusdiff/profiles.toml; ``--steps N`` / ``--epochs N`` replace the
-profile's schedule by N steps / epochs, half constant and half decay (the reference's split).
+validation L1), checkpoints/ (resume), log.csv, validation.csv and options.json. Settings: the
+[pix2pix] section of --settings FILE or --profile P; ``--steps N`` / ``--epochs N`` replace the
+section's schedule by N steps / epochs, half constant and half decay (the reference's split).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 from iusdiff.cli import run, save_options
+from iusdiff.config import load_stage_settings
 from iusdiff.data import Augmentation, load_fold, seed_for
 from iusdiff.errors import InputError
 from iusdiff.pix2pix import Pix2PixTask, check_test_mode, levels_for, resolve_schedule
@@ -57,13 +58,14 @@ def schedule_override(steps: int | None, epochs: int | None) -> dict[str, int]:
 
 
 def resolve_settings(args) -> dict:
+    """The [pix2pix] section (or --section) with the command line's overrides."""
+    name = args.section or "pix2pix"
     overrides = {"checkpointing_steps": args.checkpointing_steps, "seed": args.seed}
-    cfg = settings(args.profile, "pix2pix", overrides)
+    cfg = settings(load_stage_settings(args, [name]), name, overrides)
     schedule = schedule_override(args.steps, args.epochs)
     if schedule:
         cfg = {k: v for k, v in cfg.items() if k not in SCHEDULE_KEYS} | schedule
     check_test_mode(cfg["test_mode"])
-    cfg["augmentation"] = settings(args.profile, "augmentation", {})
     return cfg
 
 

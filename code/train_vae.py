@@ -6,8 +6,9 @@
 
 Writes OUT/fold{K}/model/ (diffusers save_pretrained; the best checkpoint by validation MSE,
 with the latent shift and scale the LDM uses), checkpoints/ (resume), log.csv, validation.csv
-and options.json (resolved settings, whether the perceptual term was on). Settings come from
-[<profile>.vae_<kind>] in iusdiff/profiles.toml; the options given here override them.
+and options.json (resolved settings, whether the perceptual term was on). Settings: the [vae_<kind>]
+section of --settings FILE (run_all.sh writes it) or of --profile P (or --section); the options
+given here override them.
 """
 
 from __future__ import annotations

@@ -58,6 +58,6 @@ def test_cpu_profiles_pretrain_their_own_base_once_and_finetune_every_fold_from_
             assert argv[argv.index("--pretrained") + 1] == "pretrain/base" and group in stage(name).deps
             assert not {"pretrain", "pretrain_mask"} - {group} & set(stage(name).deps)
         argv = stage("pretrain_ldm_image").args(ctx)
-        assert argv[argv.index("--slices") + 1] == "pretrain/corpus" and argv[argv.index("--settings") + 1] == "pretrain.ldm_image"
+        assert argv[argv.index("--slices") + 1] == "pretrain/corpus" and argv[argv.index("--section") + 1] == "pretrain.ldm_image"
     paper = context("paper", tmp_path)
     assert not any(stage(name).enabled(paper) for name in PRETRAIN_STAGES)  # SD-1.5 is the paper's base

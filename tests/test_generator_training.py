@@ -118,7 +118,7 @@ def test_two_processes_train_an_autoencoder_and_only_the_main_one_writes_models(
                OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(REPO / "code" / "train_vae.py"),
                "--kind", "mask", "--slices", str(smoke_data / "slices"), "--out", str(tmp_path / "vae"), "--profile", "smoke",
-               "--folds", "1", "--steps", "4", "--settings", "pretrain.vae_mask"]  # from scratch: finalise records latent statistics
+               "--folds", "1", "--steps", "4", "--section", "pretrain.vae_mask"]  # from scratch: finalise records latent statistics
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert result.stdout.count("train_vae: mask autoencoders") == 2  # both ranks trained

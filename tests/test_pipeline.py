@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from iusdiff.errors import InputError
-from iusdiff.pipeline import MANIFEST, Context, Stage, StageFailed, load_record, read_manifest, run_pipeline, verify
+import functools
+
+from iusdiff.pipeline import MANIFEST, Context, StageFailed, load_record, plan_pipeline, read_manifest, run_pipeline, verify
+from iusdiff.pipeline import Stage as PipelineStage
+
+# Toy scripts take their settings as flags; the settings file route is tested on its own below.
+Stage = functools.partial(PipelineStage, takes_settings=False)
 
 TOY = """
 import pathlib, sys
@@ -76,19 +82,38 @@ def test_changed_option_reruns_the_stage_and_its_dependents(toy):
     assert (out / "b" / "data.txt").read_text() == "By"
 
 
-def test_changed_profile_setting_reruns_the_stages(tmp_path):
-    """Scripts read settings from the profile by name, so a changed value must not be skipped."""
+SETTINGS_TOY = """
+import json, pathlib, sys
+settings = json.loads(pathlib.Path(sys.argv[sys.argv.index("--settings") + 1]).read_text())
+out = pathlib.Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+(out / "data.txt").write_text(json.dumps(settings["sections"]))
+with open("runs.log", "a") as log:
+    log.write(out.name + "\\n")
+"""
+
+
+def test_a_changed_setting_reruns_the_stages_that_read_its_section_and_their_dependents(tmp_path):
+    """Each stage is handed only the sections it reads, and only those enter its fingerprint."""
     script = tmp_path / "toy.py"
-    script.write_text(TOY)
+    script.write_text(SETTINGS_TOY)
     out = tmp_path / "out"
+    stages = [
+        PipelineStage("a", str(script), ("a",), lambda ctx: ["a"], reads=("train",)),
+        PipelineStage("b", str(script), ("b",), lambda ctx: ["b"], reads=("other",)),
+        PipelineStage("c", str(script), ("c",), lambda ctx: ["c"], deps=("a",)),
+    ]
 
-    def run(steps: int):
-        ctx = Context(profile={"name": "toy", "train": {"steps": steps}}, out=out, repo=tmp_path, resect_root="", seg_root="")
-        return run_pipeline(ctx, [Stage("a", str(script), ("a",), lambda ctx: ["a", "x"])], log=lambda line: None)
+    def context(steps: int, other: int = 0) -> Context:
+        return Context(profile={"name": "toy", "train": {"steps": steps}, "other": {"n": other}}, out=out, repo=tmp_path,
+                       resect_root="", seg_root="")
 
-    assert run(10).ran == ["a"]
-    assert run(10).ran == []
-    assert run(20).ran == ["a"]
+    assert run_pipeline(context(10), stages, log=lambda line: None).ran == ["a", "b", "c"]
+    assert (out / "a" / "data.txt").read_text() == '{"train": {"steps": 10}}'
+    assert plan_pipeline(context(20), stages, folds=()) == [("a", "its settings changed"), ("b", None), ("c", "its input 'a' reruns")]
+    assert run_pipeline(context(20), stages, log=lambda line: None).ran == ["a", "c"]
+    assert run_pipeline(context(20, other=1), stages, log=lambda line: None).ran == ["b"]
+    assert plan_pipeline(context(20, other=1), stages, folds=()) == [("a", None), ("b", None), ("c", None)]
 
 
 def test_force_reruns_a_finished_stage(toy):

@@ -60,6 +60,24 @@ def check_quality_benchmark(out):
     assert "onestep: VAE reconstructions (floor)" in names and len(rows) == 9
 
 
+def check_settings_route(out):
+    """Each stage was handed its sections in settings/<stage>.json; a changed Pix2Pix key makes
+    only the Pix2Pix stages and their dependents stale; a typo fails before any work."""
+    handed = json.loads((out / "settings" / "pix2pix.json").read_text())
+    assert set(handed["sections"]) == {"pix2pix"} and handed["profile"]["name"] == "smoke"
+    assert json.loads((out / "run.json").read_text())["overrides"] == []
+    plan = run_script("run_all.sh", "--profile", "smoke", "--out", out, "--plan", "--set", "pix2pix.ngf=4")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    stale = {line.split()[0] for line in plan.stdout.splitlines() if "  runs: " in line}
+    bases = {name.split("@")[0] for name in stale}
+    assert bases == {"pix2pix", "sample_pix2pix", "evaluate_images", "figures", "report"}, plan.stdout
+    assert any(line.startswith("pix2pix@fold1 ") and "its settings changed" in line for line in plan.stdout.splitlines())
+    typo = run_script("run_all.sh", "--profile", "smoke", "--out", out, "--set", "ldm_mask.no_such_key=1")
+    assert typo.returncode == 2 and "[ldm_mask] has no key 'no_such_key'" in typo.stderr and "running:" not in typo.stdout
+    shown = run_script("run_all.sh", "--profile", "smoke", "--show-settings", "--set", "pix2pix.ngf=4")
+    assert any(line.startswith("pix2pix.ngf") and "= 4" in line and "# --set" in line for line in shown.stdout.splitlines())
+
+
 def test_smoke_profile_end_to_end_rerun_and_verify(tmp_path):
     out = tmp_path / "smoke"
     first = run_script("run_all.sh", "--profile", "smoke", "--out", out)
@@ -76,6 +94,7 @@ def test_smoke_profile_end_to_end_rerun_and_verify(tmp_path):
     assert second.returncode == 0
     assert "running:" not in second.stdout and "0 stage(s) ran" in second.stdout
     assert second.stdout.count("files match their checksums") == second.stdout.count("up to date (")
+    check_settings_route(out)
 
     # A stage that spreads its folds over worker processes (two here: --jobs defaults to the
     # cores) gives the same files with one. (The downstream study's items, nnU-Net trainings,

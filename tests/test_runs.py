@@ -1,4 +1,5 @@
-"""Run plumbing: dotted settings tables, per-section augmentation, what a finetuning run starts from."""
+"""Run plumbing: settings sections from a file or a profile, per-section augmentation, what a
+finetuning run starts from."""
 
 from __future__ import annotations
 
@@ -7,23 +8,38 @@ import argparse
 import pytest
 
 from iusdiff.errors import InputError
-from iusdiff.runs import augmentation_settings, pretrained_identity, settings, training_config
+from iusdiff.config import load_profile, stage_settings, write_stage_settings
+from iusdiff.runs import pretrained_identity, settings, training_config
 
 
-def test_a_dotted_section_reads_a_nested_table_and_a_missing_one_is_named():
-    table = settings("default", "pretrain.ldm_image", {"steps": 7})
+def _args(**kw) -> argparse.Namespace:
+    return argparse.Namespace(**{"profile": "default", "settings": None, "steps": None, "checkpointing_steps": None, "seed": None,
+                                 "section": None, **kw})
+
+
+def test_a_dotted_section_reads_a_nested_table_with_overrides():
+    table = training_config(_args(steps=7), "pretrain.ldm_image")
     assert table["steps"] == 7 and table["block_out_channels"] == [16, 32, 64]
-    with pytest.raises(InputError, match=r"no \[default\.pretrain\.nothing\] settings"):
-        settings("default", "pretrain.nothing", {})
+    stage = {"sections": {"pix2pix": {"seed": 4, "ngf": 16}}}
+    assert settings(stage, "pix2pix", {"seed": None, "ngf": 8}) == {"seed": 4, "ngf": 8}
 
 
-def test_settings_option_trains_with_another_table_and_its_augmentation_entries_win():
-    args = argparse.Namespace(profile="default", steps=None, checkpointing_steps=None, seed=None, settings="pretrain.ldm_image")
-    cfg = training_config(args, "ldm_ius")
-    shared = settings("default", "augmentation", {})
-    assert cfg["steps"] == settings("default", "pretrain.ldm_image", {})["steps"]
+def test_section_option_trains_with_another_table_and_its_augmentation_entries_win():
+    cfg = training_config(_args(section="pretrain.ldm_image"), "ldm_ius")
+    shared = load_profile("default")["augmentation"]
+    assert cfg["steps"] == training_config(_args(), "pretrain.ldm_image")["steps"]
     assert cfg["augmentation"]["rotation_deg"] == 0.0 != shared["rotation_deg"] and cfg["augmentation"]["hflip"] is True
-    assert augmentation_settings("default", {}) == shared
+
+
+def test_a_settings_file_is_read_and_a_missing_section_is_named(tmp_path):
+    path = tmp_path / "vae_image.json"
+    write_stage_settings(path, stage_settings(load_profile("smoke"), ["vae_image"]))
+    assert training_config(_args(profile=None, settings=path), "vae_image") == load_profile("smoke")["vae_image"]
+    with pytest.raises(InputError, match=r"vae_image.json: no \[ldm_ius\] section"):
+        training_config(_args(profile=None, settings=path), "ldm_ius")
+    path.write_text("{not json")
+    with pytest.raises(InputError, match="not a settings file"):
+        training_config(_args(profile=None, settings=path), "vae_image")
 
 
 def test_a_retrained_base_is_another_run(tmp_path):

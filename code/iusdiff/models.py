@@ -80,7 +80,7 @@ def build_vae(cfg: dict, channels: int, size: int) -> AutoencoderKL:
         up_block_types=("UpDecoderBlock2D",) * levels,
         block_out_channels=tuple(cfg["block_out_channels"]),
         layers_per_block=cfg["layers_per_block"],
-        latent_channels=cfg.get("latent_channels", 4),
+        latent_channels=cfg["latent_channels"],
         norm_num_groups=cfg["norm_num_groups"],
         sample_size=size,
     )

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from iusdiff.config import stage_settings, write_stage_settings
 from iusdiff.digests import code_digest
 from iusdiff.errors import InputError
 from iusdiff.io import sha256_file, write_json, write_text
@@ -81,6 +82,11 @@ class Stage:
     # (numpy, scipy, matplotlib) start their own Python, so a run of only such stages, e.g.
     # ``--stage phantom``, never pays the host's ~8 s of imports for nothing.
     uses_torch: bool = True
+    # The settings sections the stage reads (dotted, e.g. "pretrain.vae_image"). They, with the
+    # profile's identity (config.STAGE_KEYS), are all of the settings in its fingerprint.
+    reads: tuple[str, ...] = ()
+    # Whether the script takes them as ``--settings settings/<stage>.json`` (else as flags).
+    takes_settings: bool = True
 
     @property
     def base(self) -> str:
@@ -179,17 +185,16 @@ def script_path(stage: Stage, repo: Path) -> Path:
 
 
 def fingerprint(
-    stage: Stage, argv: list[str], dep_records: dict[str, dict[str, Any]], code: str, profile: dict[str, Any]
+    stage: Stage, argv: list[str], dep_records: dict[str, dict[str, Any]], code: str, settings: dict[str, Any]
 ) -> str:
-    """What a stage's outputs depend on. Scripts read their settings from the profile by name,
-    so the profile's values (not profiles.toml's comments) are part of it: editing a setting
-    reruns the stages of that profile."""
+    """What a stage's outputs depend on: its code, arguments, inputs and the settings it is
+    handed (only the sections it reads: a changed Pix2Pix key reruns the Pix2Pix stages)."""
     payload = {
         "stage": stage.name,
         "code": code,
         "argv": argv,
         "deps": {name: files_digest(record) for name, record in sorted(dep_records.items())},
-        "profile": profile,
+        "settings": settings,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -230,7 +235,7 @@ def run_stage(stage: Stage, ctx: Context, argv: list[str], workers: int = 1, hos
     subprocess; returns its peak resident memory in MiB (for bench/stages.py).
 
     ``workers``: processes the stage may use for independent items (iusdiff.workers)."""
-    env = script_env(ctx.repo, ctx.profile.get("threads")) | {WORKERS_ENV: str(max(1, workers))}
+    env = script_env(ctx.repo, ctx.profile.get("threads") or None) | {WORKERS_ENV: str(max(1, workers))}
     script = script_path(stage, ctx.repo)
     command = stage_command(stage, script, argv, env)
     if host is not None and command[0] == sys.executable:
@@ -249,7 +254,7 @@ class LazyHost:
     date, e.g. ``make tables``, never pays its ~3 s of imports); None where it is off or declined."""
 
     def __init__(self, ctx: Context, enabled: bool, log: Callable[[str], None]) -> None:
-        self.env, self.enabled, self.log = script_env(ctx.repo, ctx.profile.get("threads")), enabled, log
+        self.env, self.enabled, self.log = script_env(ctx.repo, ctx.profile.get("threads") or None), enabled, log
         self.host: StageHost | None = None
         self.lock = threading.Lock()
 
@@ -365,6 +370,33 @@ def _locked(out: Path, name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+SETTINGS_DIR = "settings"  # OUT/settings/<stage>.json: what each stage was handed
+
+
+@dataclass(frozen=True)
+class Job:
+    """A stage instance ready to run: its command line, the settings it is handed, its identity."""
+
+    argv: list[str]
+    settings: dict[str, Any]
+    settings_file: str | None  # relative to OUT; None for stages that take their settings as flags
+    settings_digest: str
+    fingerprint: str
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def prepare_job(ctx: Context, stage: Stage, dep_records: dict[str, dict[str, Any]]) -> Job:
+    """The stage's arguments, settings and fingerprint, given the records of the stages it reads."""
+    settings = stage_settings(ctx.profile, stage.reads)
+    settings_file = f"{SETTINGS_DIR}/{stage.base}.json" if stage.takes_settings else None
+    argv = [str(a) for a in stage.args(ctx)] + (["--settings", settings_file] if settings_file else [])
+    code = code_digest(script_path(stage, ctx.repo), ctx.repo / "code" / "iusdiff")
+    return Job(argv, settings, settings_file, _digest(settings), fingerprint(stage, argv, dep_records, code, settings))
+
+
 def _up_to_date(ctx: Context, stage: Stage, fp: str, force: Sequence[str]) -> dict[str, Any] | None:
     record = load_record(ctx.out, stage.name)
     if stage.name in force or stage.base in force or record is None or record.get("fingerprint") != fp:
@@ -372,17 +404,18 @@ def _up_to_date(ctx: Context, stage: Stage, fp: str, force: Sequence[str]) -> di
     return None if changed_files(ctx.out, record["files"]) else record
 
 
-def _execute(ctx: Context, stage: Stage, argv: list[str], fp: str, workers: int, host: StageHost | None) -> dict[str, Any]:
+def _execute(ctx: Context, stage: Stage, job: Job, workers: int, host: StageHost | None) -> dict[str, Any]:
     started = time.monotonic()
-    peak_mib = run_stage(stage, ctx, argv, workers, host)
+    peak_mib = run_stage(stage, ctx, job.argv, workers, host)
     seconds = time.monotonic() - started
     absent = [o for o in (*stage.outputs, *stage.volatile) if not (ctx.out / o).exists()]
     if absent:
         raise InputError(f"stage '{stage.name}' finished without writing {absent}")
     record = {
         "stage": stage.name,
-        "fingerprint": fp,
-        "argv": argv,
+        "fingerprint": job.fingerprint,
+        "settings_digest": job.settings_digest,
+        "argv": job.argv,
         "seconds": round(seconds, 2),
         "peak_rss_mib": round(peak_mib, 1),
         "files": hash_files(ctx.out, output_files(ctx.out, stage.outputs)),
@@ -449,18 +482,18 @@ def run_pipeline(
                 if record is None:
                     raise InputError(f"stage '{stage.name}' needs '{dep}', which has not run in {ctx.out}; run it first")
                 records[dep] = record
-        argv = [str(a) for a in stage.args(ctx)]
+        job = prepare_job(ctx, stage, {d: records[d] for d in deps})
         prefix = f"[{position[stage.name]}/{len(chosen)}] {stage.name:<{width}}"
-        code = code_digest(script_path(stage, ctx.repo), ctx.repo / "code" / "iusdiff")
-        fp = fingerprint(stage, argv, {d: records[d] for d in deps}, code, ctx.profile)
         with _locked(ctx.out, stage.name):
-            record = _up_to_date(ctx, stage, fp, force)
+            record = _up_to_date(ctx, stage, job.fingerprint, force)
             if record is not None:
                 log(f"{prefix}  up to date ({len(record['files'])} files match their checksums)")
                 summary.skipped.append(stage.name)
             else:
-                log(f"{prefix}  running: {stage.script} {' '.join(argv)}")
-                record = _execute(ctx, stage, argv, fp, jobs, host.get() if stage.uses_torch else None)
+                log(f"{prefix}  running: {stage.script} {' '.join(job.argv)}")
+                if job.settings_file:
+                    write_stage_settings(ctx.out / job.settings_file, job.settings)
+                record = _execute(ctx, stage, job, jobs, host.get() if stage.uses_torch else None)
                 summary.ran.append(stage.name)
                 summary.seconds[stage.name] = record["seconds"]
                 log(f"{prefix}  done in {record['seconds']:.1f} s ({len(record['files'])} files)")
@@ -474,6 +507,46 @@ def run_pipeline(
         host.close()
     summary.files = refresh_manifest(ctx.out, enabled)
     return summary
+
+
+def _stale_reason(ctx: Context, stage: Stage, deps: list[str], stale: set[str], force: Sequence[str]) -> str | None:
+    """Why a stage would run (None: it is up to date), given which of its inputs will rerun."""
+    record = load_record(ctx.out, stage.name)
+    if stage.name in force or stage.base in force:
+        return "forced"
+    if record is None:
+        return "has not run"
+    rerun = [d for d in deps if d in stale]
+    if rerun:
+        return f"its input '{rerun[0]}' reruns"
+    dep_records = {d: load_record(ctx.out, d) for d in deps}
+    if any(r is None for r in dep_records.values()):
+        return "an input has not run"
+    job = prepare_job(ctx, stage, dep_records)  # type: ignore[arg-type]
+    if record.get("fingerprint") != job.fingerprint:
+        return "its settings changed" if record.get("settings_digest") != job.settings_digest else "its code, arguments or inputs changed"
+    problems = changed_files(ctx.out, record["files"])
+    return f"{len(problems)} output file(s) changed or missing ({problems[0]})" if problems else None
+
+
+def plan_pipeline(
+    ctx: Context, stages: Sequence[Stage], folds: Sequence[int], fold: int | None = None, only: str | None = None,
+    force: Sequence[str] = (),
+) -> list[tuple[str, str | None]]:
+    """What a run would do, without doing it: (stage, why it would run or None) for each stage
+    the invocation selects. A stage whose input reruns is stale too."""
+    enabled = expand([s for s in stages if s.enabled(ctx)], folds)
+    names = {s.name for s in enabled}
+    chosen = {s.name for s in select(enabled, fold, only)}
+    stale: set[str] = set()
+    rows = []
+    for stage in enabled:
+        reason = _stale_reason(ctx, stage, [d for d in stage.deps if d in names], stale, force)
+        if reason is not None:
+            stale.add(stage.name)
+        if stage.name in chosen:
+            rows.append((stage.name, reason))
+    return rows
 
 
 def publish(out: Path, repo: Path, folders: Sequence[str] = ("tables", "figures")) -> list[Path]:

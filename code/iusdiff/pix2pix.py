@@ -229,7 +229,7 @@ def frozen_running_stats(module: nn.Module) -> Iterator[None]:
 def check_test_mode(test_mode: str) -> str:
     """The profile's ``test_mode``, checked before any work (a typo must not mean "eval")."""
     if test_mode not in TEST_MODES:
-        raise InputError(f"profiles.toml: pix2pix test_mode must be one of {TEST_MODES}, got {test_mode!r}")
+        raise InputError(f"[pix2pix] test_mode must be one of {TEST_MODES}, got {test_mode!r}")
     return test_mode
 
 

@@ -1,4 +1,4 @@
-"""Plumbing shared by the generator scripts: folds, profile settings, run identity, skipping.
+"""Plumbing shared by the generator scripts: folds, settings sections, run identity, skipping.
 
 A training or sampling script loops over folds and writes ``OUT/fold{K}/``. A fold is skipped
 under ``--resume`` when its ``options.json`` records the same run key, i.e. the same settings,
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import iusdiff
 from iusdiff.cli import parse_cases
-from iusdiff.config import load_profile
+from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.errors import InputError
 from iusdiff.io import sha256_file
 from iusdiff.digests import code_digest
@@ -45,17 +45,10 @@ def dataset_folds(dataset: SliceDataset, requested: list[int] | None) -> list[in
     return folds
 
 
-def settings(profile_name: str, section: str, overrides: dict) -> dict:
-    """A profile's ``[<profile>.<section>]`` table (``section`` may be dotted, e.g.
-    ``pretrain.vae_image``) with the CLI's non-None overrides applied."""
-    table = load_profile(profile_name)
-    for part in section.split("."):
-        if not isinstance(table, dict) or part not in table:
-            raise InputError(f"profile '{profile_name}' has no [{profile_name}.{section}] settings")
-        table = table[part]
-    merged = dict(table)
-    merged.update({k: v for k, v in overrides.items() if v is not None})
-    return merged
+def settings(stage: dict, name: str, overrides: dict) -> dict:
+    """A section of a stage's settings (``name`` may be dotted, e.g. ``pretrain.vae_image``)
+    with the command line's non-None overrides on top."""
+    return {**stage["sections"][name], **{k: v for k, v in overrides.items() if v is not None}}
 
 
 def training_settings(cfg: dict) -> dict:
@@ -109,33 +102,27 @@ def completed(fold_dir: Path, key: str) -> bool:
         return False
 
 
-def add_training_arguments(parser: argparse.ArgumentParser, steps_help: str = "optimisation steps (overrides the profile)") -> None:
+def add_training_arguments(parser: argparse.ArgumentParser, steps_help: str = "optimisation steps (overrides the settings)") -> None:
     """The options every training script shares (diffusers examples' names where they exist)."""
     parser.add_argument("--slices", type=Path, required=True, help="prepared slices folder (prepare_data.py)")
     parser.add_argument("--out", type=Path, required=True, help="output folder; one fold{K}/ per fold")
-    parser.add_argument("--profile", required=True, help="settings profile (smoke, default, paper)")
+    add_settings_arguments(parser)
     parser.add_argument("--fold", "--folds", dest="fold", type=folds_argument, help="folds to train, e.g. 1 or 1-5 (default: all)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint; skip finished folds")
     if steps_help:
         parser.add_argument("--steps", type=int, help=steps_help)
     parser.add_argument("--checkpointing_steps", type=int, help="save a resumable checkpoint every N steps")
     parser.add_argument("--seed", type=int, help="base seed (per-fold seeds derive from it)")
-    parser.add_argument("--settings", metavar="SECTION", help="profile table to train with instead of the script's own "
+    parser.add_argument("--section", metavar="SECTION", help="settings section to train with instead of the script's own "
                         "(e.g. pretrain.vae_image: the base model's pretraining on the outside corpus)")
 
 
 def training_config(args: argparse.Namespace, section: str) -> dict:
-    """A training script's ``[<profile>.<section>]`` with its CLI overrides (``--steps`` replaces
-    a profile's ``epochs``) and the profile's shared ``augmentation`` table."""
+    """A training script's section (``--section`` or its own) with its command-line overrides
+    (``--steps`` replaces a section's ``epochs``)."""
+    name = args.section or section
     overrides = {"steps": args.steps, "checkpointing_steps": args.checkpointing_steps, "seed": args.seed}
-    cfg = settings(args.profile, args.settings or section, overrides)
+    cfg = settings(load_stage_settings(args, [name]), name, overrides)
     if args.steps is not None:
         cfg.pop("epochs", None)
-    cfg["augmentation"] = augmentation_settings(args.profile, cfg)
     return cfg
-
-
-def augmentation_settings(profile_name: str, cfg: dict) -> dict:
-    """The profile's shared ``augmentation`` table, with the section's own ``augmentation``
-    entries on top (e.g. the LDMs' flips only)."""
-    return {**settings(profile_name, "augmentation", {}), **cfg.get("augmentation", {})}

@@ -1,7 +1,9 @@
 """The pipeline's stages, in order. Adding a stage is one ``Stage(...)`` entry here.
 
-Arguments are derived from the profile (``iusdiff/profiles.toml``); paths are relative to
-the output folder, which is the scripts' working directory.
+Each stage names the settings sections it reads (``reads``); the runner hands a script those as
+``--settings settings/<stage>.json`` and fingerprints them, so a changed key reruns only the
+stages that read it and their dependents. The data stages (``takes_settings=False``) get theirs
+as flags. Paths are relative to the output folder, the scripts' working directory.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def builds_base(ctx: Context) -> bool:
 
 def uses_pretrained(profile: dict) -> bool:
     """Whether a profile starts any generator model from SD-1.5 (the paper profile)."""
-    return "pretrain" not in profile and any(profile[section].get("pretrained", False) for section in ("vae_image", "ldm_ius"))
+    return "pretrain" not in profile and any(profile[section]["pretrained"] for section in ("vae_image", "ldm_ius"))
 
 
 def weights_root(ctx: Context) -> Path:
@@ -92,7 +94,7 @@ def check_pretrained_weights(ctx: Context) -> str | None:
         raise InputError(
             f"profile '{ctx.profile['name']}' needs Stable Diffusion 1.5: {exc}. Put the diffusers-format "
             f"download (stable-diffusion-v1-5/stable-diffusion-v1-5) at {weights_root(ctx) / ctx.profile['stable_diffusion']} "
-            "(run_all.sh --weights DIR: the weights folder), or set 'stable_diffusion' in profiles.toml"
+            "(run_all.sh --weights DIR: the weights folder), or --set stable_diffusion=DIR"
         ) from None
 
 
@@ -110,7 +112,7 @@ def check_medsam_weights(ctx: Context) -> str | None:
     except InputError as exc:
         raise InputError(
             f"profile '{ctx.profile['name']}' needs MedSAM for DSC/HD95: {exc} (run_all.sh --weights DIR: the weights "
-            "folder), or set segmenter = \"standin\" in profiles.toml"
+            "folder), or --set evaluate_images.segmenter=standin"
         ) from None
 
 
@@ -121,14 +123,14 @@ def check_perceptual_weights(ctx: Context) -> str | None:
 
 
 def _pretrained_args(ctx: Context, section: str) -> list[str]:
-    return ["--pretrained", pretrained_root(ctx)] if ctx.profile[section].get("pretrained", False) else []
+    return ["--pretrained", pretrained_root(ctx)] if ctx.profile[section]["pretrained"] else []
 
 
 def _train_vae_args(kind: str) -> Callable[[Context], list[str]]:
     def args(ctx: Context) -> list[str]:
         return [
             "--kind", kind, "--slices", "slices", "--out", f"{MODELS_DIR}/vae_{kind}",
-            "--profile", ctx.profile["name"], "--resume", *_pretrained_args(ctx, f"vae_{kind}"),
+            "--resume", *_pretrained_args(ctx, f"vae_{kind}"),
         ]
 
     return args
@@ -138,7 +140,7 @@ def _train_ldm_args(model: str, vae: str) -> Callable[[Context], list[str]]:
     def args(ctx: Context) -> list[str]:
         return [
             "--model", model, "--slices", "slices", "--vae", f"{MODELS_DIR}/{vae}", "--out", f"{MODELS_DIR}/ldm_{model}",
-            "--profile", ctx.profile["name"], "--resume", *_pretrained_args(ctx, f"ldm_{model}"),
+            "--resume", *_pretrained_args(ctx, f"ldm_{model}"),
         ]
 
     return args
@@ -149,7 +151,7 @@ def _pretrain_args(script_model: list[str], part: str, vae: str | None = None) -
     def args(ctx: Context) -> list[str]:
         return [
             *script_model, "--slices", CORPUS_DIR, *(["--vae", f"pretrain/{vae}"] if vae else []),
-            "--out", f"pretrain/{part}", "--profile", ctx.profile["name"], "--settings", f"pretrain.{part}", "--resume",
+            "--out", f"pretrain/{part}", "--section", f"pretrain.{part}", "--resume",
         ]
 
     return args
@@ -158,6 +160,7 @@ def _pretrain_args(script_model: list[str], part: str, vae: str | None = None) -
 def _pretrain_stage(part: str, script: str, model: list[str], vae: str | None = None) -> Stage:
     return Stage(
         name=f"pretrain_{part}",
+        reads=(f"pretrain.{part}",),
         script=script,
         outputs=(f"pretrain/{part}",),
         args=_pretrain_args(model, part, vae),
@@ -172,23 +175,22 @@ def _sample_args(ctx: Context) -> list[str]:
         "--slices", "slices",
         "--mask-vae", f"{MODELS_DIR}/vae_mask", "--mask-ldm", f"{MODELS_DIR}/ldm_mask",
         "--image-vae", f"{MODELS_DIR}/vae_image", "--ius-ldm", f"{MODELS_DIR}/ldm_ius",
-        "--out", SAMPLES_DIR, "--profile", ctx.profile["name"], "--resume",
+        "--out", SAMPLES_DIR, "--resume",
     ]
 
 
 def _downstream_args(ctx: Context) -> list[str]:
-    cfg = ctx.profile["downstream"]
     return [
-        "--slices", "slices", "--samples", SAMPLES_DIR, "--out", "downstream", "--profile", ctx.profile["name"],
+        "--slices", "slices", "--samples", SAMPLES_DIR, "--out", "downstream",
         "--fig-dir", "figures", "--table-dir", "tables", "--results", "results/fig9.csv",
-        "--folds", ",".join(str(f) for f in cfg["folds"]), "--ratios", ",".join(str(r) for r in cfg["ratios"]),
-        "--trainer", cfg["trainer"], "--device", cfg["device"], "--seed", cfg["seed"], "--workers", cfg["workers"],
     ]
 
 
 STAGES: list[Stage] = [
     Stage(
         name="phantom",
+        reads=('phantom',),
+        takes_settings=False,
         script="make_phantom.py",
         uses_torch=False,
         outputs=(PHANTOM_DIR, "figures/phantom_montage.png"),
@@ -203,6 +205,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="slices",
+        takes_settings=False,
         script="prepare_data.py",
         uses_torch=False,
         outputs=("slices",),
@@ -220,6 +223,8 @@ STAGES: list[Stage] = [
     # base models pretrained on it once, assembled into pretrain/base; per-fold models start from it.
     Stage(
         name="corpus",
+        reads=('corpus', 'phantom'),
+        takes_settings=False,
         script="make_corpus.py",
         outputs=(CORPUS_DIR, "figures/corpus_montage.png"),
         args=lambda ctx: [
@@ -238,6 +243,7 @@ STAGES: list[Stage] = [
     # longest pretraining) still runs: the image parts (SD-1.5's analogue) and the mask parts.
     Stage(
         name="pretrain_mask",
+        takes_settings=False,
         script="make_base.py",
         outputs=tuple(f"{BASE_DIR}/{part}" for part in (MASK_VAE_DIR, MASK_UNET_DIR, "base_mask.json")),
         args=lambda ctx: ["--vae-mask", "pretrain/vae_mask", "--unet-mask", "pretrain/ldm_mask", "--corpus", CORPUS_DIR, "--out", BASE_DIR],
@@ -246,6 +252,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="pretrain",
+        takes_settings=False,
         script="make_base.py",
         outputs=tuple(f"{BASE_DIR}/{part}" for part in ("vae", UNET_DIR, TEXT_FILE, SCHEDULER_DIR, "base.json")),
         args=lambda ctx: ["--vae", "pretrain/vae_image", "--unet", "pretrain/ldm_image", "--corpus", CORPUS_DIR, "--out", BASE_DIR],
@@ -254,16 +261,18 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="table1",
+        reads=(),
         script="make_table1.py",
         uses_torch=False,
         outputs=("tables/table1.csv", "tables/table1.md", "tables/table1.tex", "results/table1.csv"),
-        args=lambda ctx: ["--slices", "slices", "--out-dir", "tables", "--profile", ctx.profile["name"]],
+        args=lambda ctx: ["--slices", "slices", "--out-dir", "tables"],
         deps=("slices",),
     ),
     # The two-step generator (SPEC §4): one instance per fold ("vae_image@fold3"), so folds can
     # run as separate jobs; each writes OUT/<stage>/fold{K}/ and resumes an interrupted training.
     Stage(
         name="vae_image",
+        reads=('vae_image',),
         script="train_vae.py",
         outputs=(f"{MODELS_DIR}/vae_image/fold{{fold}}",),
         args=_train_vae_args("image"),
@@ -274,6 +283,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="vae_mask",
+        reads=('vae_mask',),
         script="train_vae.py",
         outputs=(f"{MODELS_DIR}/vae_mask/fold{{fold}}",),
         args=_train_vae_args("mask"),
@@ -284,6 +294,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="ldm_mask",
+        reads=('ldm_mask',),
         script="train_ldm.py",
         outputs=(f"{MODELS_DIR}/ldm_mask/fold{{fold}}",),
         args=_train_ldm_args("mask", "vae_mask"),
@@ -293,6 +304,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="ldm_ius",
+        reads=('ldm_ius',),
         script="train_ldm.py",
         outputs=(f"{MODELS_DIR}/ldm_ius/fold{{fold}}",),
         args=_train_ldm_args("ius", "vae_image"),
@@ -302,6 +314,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="sample",
+        reads=('sampling',),
         script="sample.py",
         outputs=(f"{SAMPLES_DIR}/fold{{fold}}",),
         args=_sample_args,
@@ -312,10 +325,11 @@ STAGES: list[Stage] = [
     # Pix2Pix baseline: mask -> image, then run on the proposed model's first N masks per fold.
     Stage(
         name="pix2pix",
+        reads=('pix2pix',),
         script="train_pix2pix.py",
         outputs=(f"{MODELS_DIR}/pix2pix/fold{{fold}}",),
         args=lambda ctx: [
-            "--slices", "slices", "--out", f"{MODELS_DIR}/pix2pix", "--profile", ctx.profile["name"], "--resume",
+            "--slices", "slices", "--out", f"{MODELS_DIR}/pix2pix", "--resume",
         ],
         deps=("slices",),
         per_fold=True,
@@ -323,11 +337,12 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="sample_pix2pix",
+        reads=('pix2pix',),
         script="sample_pix2pix.py",
         outputs=("samples/pix2pix/fold{fold}",),
         args=lambda ctx: [
             "--slices", "slices", "--models", f"{MODELS_DIR}/pix2pix", "--masks", SAMPLES_DIR,
-            "--out", "samples/pix2pix", "--profile", ctx.profile["name"], "--resume",
+            "--out", "samples/pix2pix", "--resume",
         ],
         deps=("slices", "pix2pix", "sample"),
         per_fold=True,
@@ -335,6 +350,7 @@ STAGES: list[Stage] = [
     # One-step baseline: a joint (image, mask) autoencoder and an unconditional LDM on its latent.
     Stage(
         name="vae_joint",
+        reads=('vae_joint',),
         script="train_vae.py",
         outputs=(f"{MODELS_DIR}/vae_joint/fold{{fold}}",),
         args=_train_vae_args("joint"),
@@ -345,6 +361,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="ldm_onestep",
+        reads=('ldm_onestep',),
         script="train_ldm.py",
         outputs=(f"{MODELS_DIR}/ldm_onestep/fold{{fold}}",),
         args=_train_ldm_args("onestep", "vae_joint"),
@@ -354,12 +371,13 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="sample_onestep",
+        reads=('sampling',),
         script="sample.py",
         outputs=("samples/onestep/fold{fold}",),
         args=lambda ctx: [
             "--model", "onestep", "--slices", "slices",
             "--joint-vae", f"{MODELS_DIR}/vae_joint", "--onestep-ldm", f"{MODELS_DIR}/ldm_onestep",
-            "--out", "samples/onestep", "--profile", ctx.profile["name"], "--resume",
+            "--out", "samples/onestep", "--resume",
         ],
         deps=("slices", "vae_joint", "ldm_onestep"),
         per_fold=True,
@@ -368,11 +386,12 @@ STAGES: list[Stage] = [
     # proposed model's image VAE; it paints the proposed model's masks.
     Stage(
         name="controlnet",
+        reads=('controlnet',),
         script="train_controlnet.py",
         outputs=(f"{MODELS_DIR}/controlnet/fold{{fold}}",),
         args=lambda ctx: [
             "--slices", "slices", "--vae", f"{MODELS_DIR}/vae_image", "--out", f"{MODELS_DIR}/controlnet",
-            "--profile", ctx.profile["name"], "--resume", *_pretrained_args(ctx, "controlnet"),
+            "--resume", *_pretrained_args(ctx, "controlnet"),
         ],
         deps=("slices", "vae_image", "pretrain"),
         preflight=check_pretrained_weights,
@@ -381,12 +400,13 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="sample_controlnet",
+        reads=('sampling',),
         script="sample.py",
         outputs=("samples/controlnet/fold{fold}",),
         args=lambda ctx: [
             "--model", "controlnet", "--slices", "slices", "--image-vae", f"{MODELS_DIR}/vae_image",
             "--controlnet", f"{MODELS_DIR}/controlnet", "--masks", SAMPLES_DIR,
-            "--out", "samples/controlnet", "--profile", ctx.profile["name"], "--resume",
+            "--out", "samples/controlnet", "--resume",
         ],
         deps=("slices", "controlnet", "vae_image", "sample"),
         per_fold=True,
@@ -394,6 +414,7 @@ STAGES: list[Stage] = [
     # --- evaluation ---
     Stage(
         name="evaluate_masks",
+        reads=(),
         script="evaluate_masks.py",
         uses_torch=False,
         outputs=(
@@ -403,7 +424,7 @@ STAGES: list[Stage] = [
             "results/table3_4.csv",
         ),
         args=lambda ctx: [
-            "--slices", "slices", "--generated", SAMPLES_DIR, "--profile", ctx.profile["name"],
+            "--slices", "slices", "--generated", SAMPLES_DIR,
             "--tables", "tables", "--figures", "figures", "--metrics", "metrics/masks",
             "--results", "results/table3_4.csv",
         ],
@@ -411,6 +432,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="downstream",
+        reads=('downstream',),
         script="downstream_nnunet.py",
         outputs=(
             *(f"downstream/{name}" for name in ("entries.csv", "per_image.csv", "summary.json", "options.json", "predictions")),
@@ -426,6 +448,7 @@ STAGES: list[Stage] = [
     # --- Table 2 and Figs. 3, 5, 7, 8, 10 (issue 6) go here ---
     Stage(
         name="evaluate_images",
+        reads=('evaluate_images',),
         script="evaluate_images.py",
         outputs=(
             *(f"tables/table2.{ext}" for ext in ("csv", "md", "tex")),
@@ -434,11 +457,9 @@ STAGES: list[Stage] = [
         volatile=("logs/evaluate_images",),
         args=lambda ctx: [
             "--slices", "slices", "--samples", "samples", "--models", "proposed,pix2pix,controlnet,onestep",
-            "--profile", ctx.profile["name"], "--tables", "tables", "--figures", "figures", "--metrics", "metrics/images",
+            "--tables", "tables", "--figures", "figures", "--metrics", "metrics/images",
             "--results", "results/table2.csv", "--downstream", "downstream", "--logs", "logs/evaluate_images",
             "--image-vae", f"{MODELS_DIR}/vae_image",
-            "--segmenter", ctx.profile["evaluate_images"]["segmenter"],
-            "--fid-max-images", ctx.profile["evaluate_images"]["fid_max_images"],
             *(["--medsam-checkpoint", str(medsam_checkpoint(ctx))] if "medsam_checkpoint" in ctx.profile["evaluate_images"] else []),
         ],
         deps=("slices", "vae_image", "sample", "sample_pix2pix", "sample_controlnet", "sample_onestep", "downstream"),
@@ -446,6 +467,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="figures",
+        reads=(),
         script="make_figures.py",
         uses_torch=False,
         outputs=(
@@ -453,17 +475,18 @@ STAGES: list[Stage] = [
             "metrics/figures",
         ),
         args=lambda ctx: [
-            "--slices", "slices", "--samples", "samples", "--profile", ctx.profile["name"], "--figures", "figures",
+            "--slices", "slices", "--samples", "samples", "--figures", "figures",
             "--options", "metrics/figures/options.json",
         ],
         deps=("slices", "sample", "sample_pix2pix", "sample_controlnet", "sample_onestep"),
     ),
     Stage(
         name="report",
+        reads=(),
         script="make_report.py",
         outputs=(),
         volatile=("report.md",),
-        args=lambda ctx: ["--results", "results", "--profile", ctx.profile["name"], "--out", "report.md"],
+        args=lambda ctx: ["--results", "results", "--out", "report.md"],
         deps=("table1", "evaluate_masks", "downstream", "evaluate_images", "figures"),
     ),
 ]

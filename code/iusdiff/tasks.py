@@ -160,7 +160,7 @@ class VaeTask:
                 perc = self.perceptual(rec.float(), x)
                 rec_loss = rec_loss + cfg["perceptual_weight"] * perc
                 values["perceptual"] = perc.item()
-            if cfg.get("spectral_weight", 0.0) > 0:
+            if cfg["spectral_weight"] > 0:
                 spectral = spectral_loss(rec, x)
                 rec_loss = rec_loss + cfg["spectral_weight"] * spectral
                 values["spectral"] = spectral.item()
@@ -275,7 +275,7 @@ def parameter_groups(model: torch.nn.Module, cfg: dict) -> list[dict]:
     layers a pretrained base does not have (``model.new_parameters()``: the proposed model's
     mask embedding and widened ``conv_in``) in a group of their own at that rate."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    if not cfg.get("new_layers_lr") or not hasattr(model, "new_parameters"):
+    if not hasattr(model, "new_parameters") or not cfg["new_layers_lr"]:
         return [{"params": trainable}]
     new = {id(p) for p in model.new_parameters()}
     return [{"params": [p for p in trainable if id(p) not in new]},
@@ -335,7 +335,7 @@ class LdmTask:
         noise = torch.randn(z.shape, generator=gen).to(z.device)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (z.shape[0],), generator=gen).to(z.device)
         drop_gen = generator_for(b.seed, step, b.rank, STREAM_DROP)
-        drop = (torch.rand(z.shape[0], generator=drop_gen) < self.cfg.get("uncond_prob", 0.0)).to(z.device)
+        drop = (torch.rand(z.shape[0], generator=drop_gen) < self.cfg["uncond_prob"]).to(z.device)
         self.model.train()
         with self.acc.autocast():
             pred = self._predict(self.scheduler.add_noise(z, noise, t), t, masks, drop)
