@@ -20,13 +20,13 @@ from iusdiff.data import Augmentation
 from iusdiff.errors import InputError
 from iusdiff.io import load_png, save_png, write_json
 from iusdiff.models import PromptedUNet, build_prompted_unet, build_vae, noise_scheduler, zero_text_embedding
-from iusdiff.pipeline import Context
+from iusdiff.pipeline import Context, prepare_job
 from iusdiff.samples import Sample, write_manifest
 from iusdiff.stages import STAGES
 from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, validation_latents
 from iusdiff.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
 
-from conftest import InterruptAt, fold_data
+from conftest import REPO, InterruptAt, fold_data
 
 SIZE = 32
 LOOP = LoopConfig(steps=4, validation_steps=2, checkpointing_steps=2, keep_checkpoints=1, warmup_steps=1, lr_schedule="cosine")
@@ -35,7 +35,10 @@ UNET_CFG = {
     "block_out_channels": [8, 8], "layers_per_block": 1, "attention": [False, True], "attention_head_dim": 4,
     "norm_num_groups": 4, "cross_attention_dim": 8,
 }
-LDM_CFG = {"lr": 1e-3, "validation_repeats": 1, "ema_decay": 0.9, "timesteps": 1000, "beta_start": 0.001, "beta_end": 0.02}
+LDM_CFG = {
+    "lr": 1e-3, "validation_repeats": 1, "ema_decay": 0.9, "timesteps": 1000, "beta_start": 0.001, "beta_end": 0.02,
+    "uncond_prob": 0.0, "new_layers_lr": 0.0,
+}
 
 
 def tiny_vae(channels: int = 1) -> AutoencoderKL:
@@ -185,10 +188,12 @@ BASELINE_STAGES = ("vae_joint", "ldm_onestep", "sample_onestep", "controlnet", "
 def test_baseline_stages_run_for_every_profile_and_the_paper_controlnet_starts_from_sd(tmp_path):
     stages = {s.name: s for s in STAGES}
     for profile in ("smoke", "default", "paper"):
-        ctx = Context(profile=load_profile(profile), out=tmp_path, repo=tmp_path, resect_root="r", seg_root="s")
+        ctx = Context(profile=load_profile(profile), out=tmp_path, repo=REPO, resect_root="r", seg_root="s", weights=tmp_path / "weights")
         for name in BASELINE_STAGES:
-            argv = [str(a) for a in stages[name].args(ctx)]
-            assert stages[name].per_fold and "--resume" in argv and argv[argv.index("--profile") + 1] == profile
+            job = prepare_job(ctx, stages[name], {})
+            argv = job.argv
+            assert stages[name].per_fold and "--resume" in argv and argv[argv.index("--settings") + 1] == f"settings/{name}.json"
+            assert job.settings["profile"]["name"] == profile and set(job.settings["sections"]) == set(stages[name].reads)
         base = str(tmp_path / "weights" / "stable-diffusion-v1-5") if profile == "paper" else "pretrain/base"
         for name in ("controlnet", "vae_joint", "ldm_onestep"):  # all three start from the profile's base
             argv = stages[name].args(ctx)

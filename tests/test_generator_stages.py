@@ -6,17 +6,19 @@ import pytest
 
 from iusdiff.config import load_profile
 from iusdiff.errors import InputError
-from iusdiff.pipeline import Context
+from iusdiff.pipeline import Context, prepare_job
 from iusdiff.stages import GENERATOR_STAGES, STAGES, check_pretrained_weights
 
+from conftest import REPO
 from test_generator_models import sd_folder
 
 PRETRAIN_STAGES = ("corpus", "pretrain_vae_image", "pretrain_vae_mask", "pretrain_ldm_image", "pretrain_ldm_mask", "pretrain_mask", "pretrain")
 BASE_GROUP = {"vae_image": "pretrain", "vae_mask": "pretrain_mask", "ldm_mask": "pretrain_mask", "ldm_ius": "pretrain"}
 
 
-def context(profile: str, repo) -> Context:
-    return Context(profile=load_profile(profile), out=repo / "out", repo=repo, resect_root="r", seg_root="s")
+def context(profile: str, root) -> Context:
+    """The repository's stages, with ``root`` as the output and weights folders' parent."""
+    return Context(profile=load_profile(profile), out=root / "out", repo=REPO, resect_root="r", seg_root="s", weights=root / "weights")
 
 
 def stage(name: str):
@@ -28,8 +30,9 @@ def test_every_generator_stage_runs_for_every_profile(tmp_path):
         ctx = context(profile, tmp_path)
         for name in GENERATOR_STAGES:
             assert stage(name).enabled(ctx)
-            argv = [str(a) for a in stage(name).args(ctx)]
-            assert "--resume" in argv and argv[argv.index("--profile") + 1] == profile
+            job = prepare_job(ctx, stage(name), {})
+            assert "--resume" in job.argv and job.argv[job.argv.index("--settings") + 1] == f"settings/{name}.json"
+            assert job.settings["profile"]["name"] == profile and set(job.settings["sections"]) == set(stage(name).reads)
 
 
 def test_paper_profile_names_missing_sd_weights_before_any_work(tmp_path):

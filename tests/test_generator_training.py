@@ -23,9 +23,9 @@ LOOP = LoopConfig(steps=6, validation_steps=2, checkpointing_steps=2, keep_check
 VAE_CFG = {
     "block_out_channels": [4, 4], "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 4, "lr": 1e-3,
     "kl_weight": 1e-6, "perceptual_weight": 0.0, "adversarial_weight": 0.5, "disc_start": 3, "disc_channels": 4,
-    "disc_layers": 2, "disc_lr": 1e-4,
+    "disc_layers": 2, "disc_lr": 1e-4, "spectral_weight": 0.0,
 }
-LDM_CFG = {"lr": 1e-3, "uncond_prob": 0.5, "validation_repeats": 1, "ema_decay": 0.9}
+LDM_CFG = {"lr": 1e-3, "uncond_prob": 0.5, "validation_repeats": 1, "ema_decay": 0.9, "new_layers_lr": 0.0}
 
 
 def vae_task(kind: str = "image") -> VaeTask:

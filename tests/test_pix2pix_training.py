@@ -18,7 +18,7 @@ from iusdiff.config import load_profile
 from iusdiff.data import Augmentation
 from iusdiff.errors import InputError
 from iusdiff.io import load_png, save_png, sha256_file
-from iusdiff.pipeline import Context
+from iusdiff.pipeline import Context, prepare_job
 from iusdiff.pix2pix import LEARNING_RATE, Pix2PixTask, Schedule, UNetGenerator, resolve_schedule, translate
 from iusdiff.samples import Sample, read_manifest, write_manifest
 from iusdiff.slices import SliceRecord, write_manifest as write_slices_manifest, write_splits
@@ -26,7 +26,7 @@ from iusdiff.stages import STAGES
 from iusdiff.tasks import PairedBatches
 from iusdiff.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
 
-from conftest import Interrupted, InterruptAt, fold_data
+from conftest import REPO, Interrupted, InterruptAt, fold_data
 
 SIZE = 32
 CFG = {"ngf": 4, "ndf": 4, "disc_layers": 3, "test_mode": "train"}
@@ -204,10 +204,11 @@ def test_sampling_names_missing_or_short_input(trained, tmp_path):
 
 def test_stages_run_for_every_profile(tmp_path):
     for profile in ("smoke", "default", "paper"):
-        ctx = Context(profile=load_profile(profile), out=tmp_path, repo=tmp_path, resect_root="r", seg_root="s")
+        ctx = Context(profile=load_profile(profile), out=tmp_path, repo=REPO, resect_root="r", seg_root="s")
         for name in ("pix2pix", "sample_pix2pix"):
             stage = next(s for s in STAGES if s.name == name)
-            argv = [str(a) for a in stage.args(ctx)]
-            assert stage.per_fold and "--resume" in argv and argv[argv.index("--profile") + 1] == profile
+            job = prepare_job(ctx, stage, {})
+            argv = job.argv
+            assert stage.per_fold and "--resume" in argv and job.settings["sections"] == {"pix2pix": load_profile(profile)["pix2pix"]}
             script = importlib.import_module(stage.script.removesuffix(".py"))
             assert script.parse_args([*argv, "--folds", "2"]).fold == [2]  # the pipeline appends --folds K

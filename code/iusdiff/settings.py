@@ -72,70 +72,59 @@ class Corpus:
     seed: int = 1  # the corpus's random stream
 
 
-@dataclass(frozen=True)
-class Vae:
-    """An AutoencoderKL's training (train_vae.py): image, mask or joint (one-step baseline)."""
+@dataclass(frozen=True, kw_only=True)
+class Training:
+    """What every generator training (train_vae.py, train_ldm.py) is told."""
 
     seed: int  # per-fold seeds derive from it
     batch_size: int  # per process
     lr: float  # AdamW learning rate
+    validation_steps: int  # validate every N steps
+    checkpointing_steps: int  # resumable checkpoint every N steps
+    steps: int | None = None  # optimisation steps (or epochs)
+    epochs: float | None = None  # passes over the fold's training images (or steps)
+    pretrained: bool = False  # start from the base's / SD-1.5's weights instead of from scratch
+    block_out_channels: list[int] | None = None  # from scratch only: channels per level
+    layers_per_block: int | None = None  # from scratch only
+    norm_num_groups: int | None = None  # from scratch only
+    warmup_steps: int = 0  # linear warm-up
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # after warm-up
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # autocast; weights stay fp32
+    augment: bool = True  # augment training pairs
+    augmentation: dict | None = None  # this section's [augmentation] instead of the shared one's
+    keep_checkpoints: int = 1  # checkpoints kept on disk
+
+
+@dataclass(frozen=True, kw_only=True)
+class Vae(Training):
+    """An AutoencoderKL (train_vae.py): image, mask or joint (one-step baseline)."""
+
     kl_weight: float  # KL term weight
     adversarial_weight: float  # PatchGAN hinge weight (adaptive, as taming's); 0 = off
     disc_start: int  # step the adversarial term starts at
     disc_channels: int  # PatchGAN width
     disc_layers: int  # PatchGAN depth
-    validation_steps: int  # validate every N steps
-    checkpointing_steps: int  # resumable checkpoint every N steps
-    steps: int | None = None  # optimisation steps (or epochs)
-    epochs: float | None = None  # passes over the fold's training images (or steps)
-    pretrained: bool = False  # start from the base's / SD-1.5's VAE instead of from scratch
-    block_out_channels: list[int] | None = None  # from scratch only: channels per level
-    layers_per_block: int | None = None  # from scratch only
     latent_channels: int = 4  # from scratch only (SD's VAE: 4)
-    norm_num_groups: int | None = None  # from scratch only
-    warmup_steps: int = 0  # linear warm-up
-    lr_schedule: Literal["constant", "cosine"] = "constant"  # after warm-up
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # autocast; weights stay fp32
     perceptual_weight: float = 1.0  # LPIPS term (off without VGG16 weights: a recorded deviation)
     spectral_weight: float = 0.0  # ours: tile amplitude spectra keep the speckle MSE blurs
     disc_lr: float = 1e-4  # discriminator AdamW learning rate
-    augment: bool = True  # augment training pairs
-    augmentation: dict | None = None  # this section's changes to [augmentation]
-    keep_checkpoints: int = 1  # checkpoints kept on disk
 
 
-@dataclass(frozen=True)
-class Ldm:
-    """A latent diffusion model's training (train_ldm.py): mask, iUS, one-step or base."""
+@dataclass(frozen=True, kw_only=True)
+class Ldm(Training):
+    """A latent diffusion model (train_ldm.py): mask, iUS, one-step or base."""
 
-    seed: int  # per-fold seeds derive from it
     beta_start: float  # linear beta schedule
     beta_end: float
-    batch_size: int  # per process
-    lr: float  # AdamW learning rate
     latent_sample: bool  # sample the VAE posterior (else its mode)
     validation_repeats: int  # noise draws per validation latent
-    validation_steps: int  # validate every N steps
-    checkpointing_steps: int  # resumable checkpoint every N steps
-    steps: int | None = None  # optimisation steps (or epochs)
-    epochs: float | None = None  # passes over the fold's training images (or steps)
-    pretrained: bool = False  # start from the base's / SD-1.5's UNet instead of from scratch
-    block_out_channels: list[int] | None = None  # from scratch only: channels per level
-    layers_per_block: int | None = None  # from scratch only
     attention: list[bool] | None = None  # from scratch only: attention per level
     attention_head_dim: int | None = None  # from scratch only
-    norm_num_groups: int | None = None  # from scratch only
     cross_attention_dim: int | None = None  # base iUS UNet from scratch: text width (SD: 768)
     text_tokens: int | None = None  # base iUS UNet from scratch: fixed zero text tokens (SD: 77)
     timesteps: int = 1000  # DDPM training steps
-    warmup_steps: int = 0  # linear warm-up
-    lr_schedule: Literal["constant", "cosine"] = "constant"  # after warm-up
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # autocast; weights stay fp32
-    augment: bool = True  # augment training pairs
-    augmentation: dict | None = None  # this section's changes to [augmentation]
     augment_copies: int = 0  # latents encoded once from N augmented copies (0: encode every batch, the paper's)
     ema_decay: float = 0.0  # EMA of the weights; 0 = off
-    keep_checkpoints: int = 1  # checkpoints kept on disk
     uncond_prob: float = 0.0  # iUS LDM: condition dropout for classifier-free guidance
     embedding_channels: list[int] | None = None  # iUS LDM: mask embedding channels per level
     embedding_out_channels: int = 4  # iUS LDM: mask embedding output channels
@@ -179,7 +168,7 @@ class ControlNet:
     text_tokens: int | None = None  # from scratch only
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # autocast; weights stay fp32
     augment: bool = True  # augment training pairs
-    augmentation: dict | None = None  # this section's changes to [augmentation]
+    augmentation: dict | None = None  # this section's [augmentation] instead of the shared one's
     augment_copies: int = 0  # latents encoded once from N augmented copies (0: every batch)
     uncond_prob: float = 0.0  # phase B: mask dropout; 0: none, as the reference ControlNet
 
@@ -201,7 +190,7 @@ class Pix2Pix:
     disc_layers: int = 3  # 70x70 PatchGAN
     batch_size: int = 1  # the reference's
     augment: bool = True  # augment training pairs
-    augmentation: dict | None = None  # this section's changes to [augmentation]
+    augmentation: dict | None = None  # this section's [augmentation] instead of the shared one's
     test_mode: Literal["train", "eval"] = "train"  # the reference's default at test time (dropout, batch statistics), or its --eval
     keep_checkpoints: int = 1  # checkpoints kept on disk
 
