@@ -60,9 +60,10 @@ from iusdiff.fidelity import (
 )
 from iusdiff.figures import fig8
 from iusdiff.io import atomic_path, load_mask_png, load_png, save_png
+from iusdiff.layout import DOWNSTREAM_DIR, FIGURES_DIR, TABLES_DIR, fold_dir, fold_name, metrics_dir, model_dir
 from iusdiff.plotting import save_figure
 from iusdiff.results import write_results
-from iusdiff.samples import Sample, fold_dir
+from iusdiff.samples import Sample
 from iusdiff.slices import SliceDataset, load_dataset
 from iusdiff.tables import write_table
 from iusdiff.workers import map_items, stage_workers
@@ -78,14 +79,14 @@ def parse_args(argv):
     parser.add_argument("--samples", type=Path, required=True, help="one folder per model, each with fold{K}/manifest.csv")
     parser.add_argument("--models", type=lambda v: [m for m in v.split(",") if m], default=list(MODELS))
     add_settings_arguments(parser)
-    parser.add_argument("--tables", type=Path, default=Path("tables"))
-    parser.add_argument("--figures", type=Path, default=Path("figures"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/images"))
+    parser.add_argument("--tables", type=Path, default=Path(TABLES_DIR))
+    parser.add_argument("--figures", type=Path, default=Path(FIGURES_DIR))
+    parser.add_argument("--metrics", type=Path, default=Path(metrics_dir("images")))
     parser.add_argument("--results", type=Path, default=Path("results/table2.csv"), help="long-format numbers for the report")
     parser.add_argument("--segmenter", choices=("medsam", "standin", "auto"), help="default: the settings'; auto = MedSAM "
                         "when the checkpoint exists, else the stand-in")
     parser.add_argument("--medsam-checkpoint", type=Path, default=Path("weights/medsam_vit_b.pth"))
-    parser.add_argument("--downstream", type=Path, default=Path("downstream"), help="downstream study folder (stand-in segmenter)")
+    parser.add_argument("--downstream", type=Path, default=Path(DOWNSTREAM_DIR), help="downstream study folder (stand-in segmenter)")
     parser.add_argument("--folds", type=cases_argument, default=[1, 2, 3, 4, 5])
     parser.add_argument("--fid-max-images", type=int, help="images per set for FID/KID, 0 = all (default: the settings')")
     parser.add_argument("--feature-cache", type=Path, default=Path("cache/inception"), help="Inception features by content hash")
@@ -134,7 +135,7 @@ def fold_segmenter(kind: str, args: argparse.Namespace, fold: int, cfg: dict) ->
     found = standin_model(args.downstream, fold)
     if isinstance(found, str):
         return None, found
-    with captured_output(args.logs / f"nnunet_fold{fold}.txt"):
+    with captured_output(args.logs / f"nnunet_{fold_name(fold)}.txt"):
         segmenter = NnUNetSegmenter(*found, device=args.device, mirroring=cfg["standin_mirroring"])
     return segmenter, STANDIN_SEGMENTER
 
@@ -148,7 +149,7 @@ def compared_real_images(dataset: SliceDataset, fold: int, cap: int | None) -> l
 def segment_set(segmenter: Segmenter, model: ModelInput, samples: list[Sample], fold: int, args: argparse.Namespace,
                 label: str) -> list[Fidelity]:
     """Segment every generated image, save the predictions and the per-image CSV."""
-    root, out, scores = fold_dir(model.root, fold), args.metrics / model.name / f"fold{fold}", []
+    root, out, scores = fold_dir(model.root, fold), fold_dir(args.metrics / model.name, fold), []
     for sample in tqdm(samples, desc=f"{model.name} fold {fold}: segment", unit="image", leave=False):
         condition = load_mask_png(root / sample.mask)
         prediction = segmenter(load_png(root / sample.image), condition)
@@ -169,7 +170,7 @@ def reconstructions(vae_root: Path, fold: int, images: list[np.ndarray], device:
 
     from iusdiff.models import load_trained_vae, reconstruct
 
-    vae = load_trained_vae(vae_root / f"fold{fold}" / "model", device, torch.float32)
+    vae = load_trained_vae(model_dir(vae_root, fold), device, torch.float32)
     return list(reconstruct(vae, np.stack(images), batch_size))
 
 

@@ -21,6 +21,7 @@ from iusdiff.cli import cases_argument, run, save_options
 from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_path, load_mask_png
+from iusdiff.layout import FIGURES_DIR, TABLES_DIR, fold_dir, fold_name, metrics_dir
 from iusdiff.mask_eval import (
     compare_fold,
     nonempty_prefix,
@@ -34,7 +35,7 @@ from iusdiff.mask_eval import (
 from iusdiff.plots_masks import FoldShape, fig4, fig6
 from iusdiff.plotting import save_figure
 from iusdiff.results import write_results
-from iusdiff.samples import fold_dir, read_manifest
+from iusdiff.samples import read_manifest
 from iusdiff.slices import load_dataset
 from iusdiff.tables import write_table
 
@@ -44,9 +45,9 @@ def parse_args(argv):
     parser.add_argument("--slices", type=Path, required=True, help="folder written by prepare_data.py")
     parser.add_argument("--generated", type=Path, required=True, help="generated sets, one fold{K}/ folder per fold")
     add_settings_arguments(parser)
-    parser.add_argument("--tables", type=Path, default=Path("tables"))
-    parser.add_argument("--figures", type=Path, default=Path("figures"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/masks"))
+    parser.add_argument("--tables", type=Path, default=Path(TABLES_DIR))
+    parser.add_argument("--figures", type=Path, default=Path(FIGURES_DIR))
+    parser.add_argument("--metrics", type=Path, default=Path(metrics_dir("masks")))
     parser.add_argument("--results", type=Path, default=Path("results/table3_4.csv"), help="long-format numbers for the report")
     parser.add_argument("--folds", type=cases_argument, default=[1, 2, 3, 4, 5])
     return parser.parse_args(argv)
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
         real = shape_set(real_masks, real_names)
         result = compare_fold(fold, real, shape_set(gen_masks, gen_names), empty)
         results.append(result)
-        write_rows(args.metrics / f"fold{fold}.csv", per_mask_rows(result))
+        write_rows(args.metrics / f"{fold_name(fold)}.csv", per_mask_rows(result))
         if example is None:
             example = representative_mask(real_masks, real, real_names)
         print(f"fold {fold}: size p = {result.size_p:.3f}, ESD p = {result.esd_p:.3f}, slope p = {result.slope_p:.3f}")

@@ -26,18 +26,18 @@ from iusdiff.cli import run, save_options
 from iusdiff.corpus import CORPUS_FOLD, LABEL
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_dir, atomic_path
+from iusdiff.layout import BASE_MASK_RECORD, BASE_RECORD, model_dir
 from iusdiff.runs import folder_digest
 from iusdiff.slices import load_dataset
-from iusdiff.training import MODEL_DIR
 from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR, SCHEDULER_DIR, TEXT_FILE, UNET_DIR
 
 # group -> (its record, {part: (option, what it copies from the stage's model/ -> where in OUT)})
 GROUPS = {
-    "image": ("base.json", {
+    "image": (BASE_RECORD, {
         "vae": ("vae", {"": "vae"}),
         "unet": ("unet", {UNET_DIR: UNET_DIR, TEXT_FILE: TEXT_FILE, SCHEDULER_DIR: SCHEDULER_DIR}),
     }),
-    "mask": ("base_mask.json", {
+    "mask": (BASE_MASK_RECORD, {
         "vae_mask": ("vae_mask", {"": MASK_VAE_DIR}),
         "unet_mask": ("unet_mask", {UNET_DIR: MASK_UNET_DIR}),
     }),
@@ -72,7 +72,7 @@ def chosen_groups(args) -> list[str]:
 
 def trained_model(run_dir: Path) -> Path:
     """The best model of a pretrain stage (its corpus split's ``model/``)."""
-    folder = run_dir / f"fold{CORPUS_FOLD}" / MODEL_DIR
+    folder = model_dir(run_dir, CORPUS_FOLD)
     if not (folder / "config.json").is_file() and not (folder / UNET_DIR / "config.json").is_file():
         raise InputError(f"{folder}: no trained model (run the pretrain stages first)")
     return folder

@@ -21,8 +21,8 @@ from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.figures import NearestPair, Pair, contact_sheet, fig3, fig5, fig7, fig10, nearest_training, squared_difference
 from iusdiff.fidelity import MODELS, generated_samples, generator_label
 from iusdiff.io import load_mask_png, load_png
+from iusdiff.layout import FIGURES_DIR, OPTIONS, fold_dir, metrics_dir
 from iusdiff.plotting import save_figure
-from iusdiff.samples import fold_dir
 from iusdiff.slices import SliceDataset, load_dataset
 
 TWO_STEP = ("pix2pix", "controlnet", "proposed")  # Fig. 7's models, in its column order
@@ -34,9 +34,9 @@ def parse_args(argv):
     parser.add_argument("--slices", type=Path, required=True, help="folder written by prepare_data.py")
     parser.add_argument("--samples", type=Path, required=True, help="one folder per model, each with fold{K}/manifest.csv")
     add_settings_arguments(parser)
-    parser.add_argument("--figures", type=Path, default=Path("figures"))
+    parser.add_argument("--figures", type=Path, default=Path(FIGURES_DIR))
     parser.add_argument("--fold", type=int, default=1, help="fold whose generated pairs are shown")
-    parser.add_argument("--options", type=Path, default=Path("metrics/figures/options.json"), help="where the resolved options go")
+    parser.add_argument("--options", type=Path, default=Path(metrics_dir("figures"), OPTIONS), help="where the resolved options go")
     return parser.parse_args(argv)
 
 

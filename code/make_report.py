@@ -14,16 +14,17 @@ from pathlib import Path
 from iusdiff.cli import run
 from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.io import write_text
-from iusdiff.pipeline import MANIFEST, read_manifest
+from iusdiff.layout import MANIFEST, REPORT_FILE, RESULTS_DIR
+from iusdiff.pipeline import read_manifest
 from iusdiff.report import render, stage_records
 from iusdiff.results import paper_numbers, read_results
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results"), help="folder of results/*.csv")
+    parser.add_argument("--results", type=Path, default=Path(RESULTS_DIR), help="folder of results/*.csv")
     add_settings_arguments(parser)
-    parser.add_argument("--out", type=Path, default=Path("report.md"))
+    parser.add_argument("--out", type=Path, default=Path(REPORT_FILE))
     return parser.parse_args(argv)
 
 

@@ -17,8 +17,9 @@ from tqdm import tqdm
 
 from iusdiff.cli import cases_argument, run, save_options
 from iusdiff.io import atomic_dir, save_png
+from iusdiff.layout import fold_dir
 from iusdiff.perturb import STANDIN_LABEL, perturb_pair
-from iusdiff.samples import Sample, fold_dir, write_manifest
+from iusdiff.samples import Sample, write_manifest
 from iusdiff.slices import load_dataset
 
 

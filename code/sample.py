@@ -58,6 +58,7 @@ from iusdiff.data import load_fold, seed_for
 from iusdiff.errors import InputError
 from iusdiff.fid import InceptionFeatures
 from iusdiff.io import atomic_dir, atomic_path, load_mask_png, save_png
+from iusdiff.layout import fold_dir, model_dir
 from iusdiff.metrics import mmd2_unbiased
 from iusdiff.models import MaskConditionedUNet, load_unconditional
 from iusdiff.runs import (
@@ -70,10 +71,10 @@ from iusdiff.runs import (
     script_digest,
     settings,
 )
-from iusdiff.samples import fold_dir, read_manifest
+from iusdiff.samples import read_manifest
 from iusdiff.sampling import SAMPLERS, sample_images, sample_joint, sample_masks
 from iusdiff.slices import load_dataset
-from iusdiff.training import MODEL_DIR, run_key, set_determinism
+from iusdiff.training import run_key, set_determinism
 
 MANIFEST_FIELDS = ("index", "seed", "mask", "image", "sampler", "steps", "w", "empty")
 NEEDS = {  # the model folders each --model reads (argparse dests)
@@ -121,8 +122,8 @@ def parse_args(argv):
     return args
 
 
-def model_dir(root: Path, fold: int, phase: str = "") -> Path:
-    folder = root / f"fold{fold}" / phase / MODEL_DIR
+def trained_model(root: Path, fold: int, phase: str = "") -> Path:
+    folder = model_dir(root, fold, phase)
     if not folder.is_dir():
         raise InputError(f"{folder}: no trained model (run the training stage for fold {fold} first)")
     return folder
@@ -143,7 +144,7 @@ class FoldModels:
     """The four trained parts of one fold, loaded for inference."""
 
     def __init__(self, args, fold: int, device: torch.device) -> None:
-        dirs = {name: model_dir(getattr(args, name), fold) for name in ("mask_vae", "mask_ldm", "image_vae", "ius_ldm")}
+        dirs = {name: trained_model(getattr(args, name), fold) for name in ("mask_vae", "mask_ldm", "image_vae", "ius_ldm")}
         self.identity = {name: folder_digest(folder) for name, folder in dirs.items()}
         self.mask_vae = AutoencoderKL.from_pretrained(dirs["mask_vae"]).to(device).eval()
         self.image_vae = AutoencoderKL.from_pretrained(dirs["image_vae"]).to(device).eval()
@@ -169,8 +170,8 @@ class ControlNetModels:
     the proposed model's masks it paints."""
 
     def __init__(self, args, fold: int, device: torch.device) -> None:
-        phase_a, phase_b = model_dir(args.controlnet, fold, "phase_a"), model_dir(args.controlnet, fold, "phase_b")
-        vae_dir = model_dir(args.image_vae, fold)
+        phase_a, phase_b = trained_model(args.controlnet, fold, "phase_a"), trained_model(args.controlnet, fold, "phase_b")
+        vae_dir = trained_model(args.image_vae, fold)
         self.masks_root, self.masks_dir = args.masks, fold_dir(args.masks, fold)
         self.identity = {
             "image_vae": folder_digest(vae_dir), "phase_a": folder_digest(phase_a), "phase_b": folder_digest(phase_b),
@@ -201,7 +202,7 @@ class OneStepModels:
     """The one-step baseline of one fold: the joint (image, mask) VAE and its LDM."""
 
     def __init__(self, args, fold: int, device: torch.device) -> None:
-        vae_dir, ldm_dir = model_dir(args.joint_vae, fold), model_dir(args.onestep_ldm, fold)
+        vae_dir, ldm_dir = trained_model(args.joint_vae, fold), trained_model(args.onestep_ldm, fold)
         self.identity = {"joint_vae": folder_digest(vae_dir), "onestep_ldm": folder_digest(ldm_dir)}
         self.joint_vae = AutoencoderKL.from_pretrained(vae_dir).to(device).eval()
         self.unet = load_unconditional(ldm_dir).to(device).eval()
@@ -288,7 +289,7 @@ def write_fold(folder: Path, masks: np.ndarray, images: np.ndarray, seeds: list[
 
 def sample_fold(args, cfg: dict, dataset, fold: int, device, extractor: InceptionFeatures | None) -> None:
     """Sample one fold of ``args.model`` into OUT/fold{K} (replaced atomically)."""
-    folder = args.out / f"fold{fold}"
+    folder = fold_dir(args.out, fold)
     models = LOADERS[args.model](args, fold, device)
     key = run_key(cfg, fold, models.identity, data_digest(dataset, fold), script_digest(__file__))
     if args.resume and completed(folder, key):

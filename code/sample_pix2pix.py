@@ -30,11 +30,12 @@ from iusdiff.cli import run, save_options
 from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_dir, load_mask_png, save_png, sha256_file
+from iusdiff.layout import fold_dir, model_dir
 from iusdiff.pix2pix import check_test_mode, load_generator, translate
 from iusdiff.runs import OPTIONS, completed, dataset_folds, folder_digest, folds_argument, script_digest
-from iusdiff.samples import Sample, fold_dir, read_manifest, write_manifest
+from iusdiff.samples import Sample, read_manifest, write_manifest
 from iusdiff.slices import load_dataset
-from iusdiff.training import MODEL_DIR, run_key
+from iusdiff.training import run_key
 
 SAMPLER = "pix2pix"
 
@@ -51,8 +52,8 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def model_dir(root: Path, fold: int) -> Path:
-    folder = root / f"fold{fold}" / MODEL_DIR
+def trained_model(root: Path, fold: int) -> Path:
+    folder = model_dir(root, fold)
     if not folder.is_dir():
         raise InputError(f"{folder}: no trained Pix2Pix model (run train_pix2pix.py for fold {fold} first)")
     return folder
@@ -69,9 +70,9 @@ def first_samples(masks_root: Path, fold: int, n: int) -> list[Sample]:
 
 def sample_fold(args, test_mode: str, dataset, fold: int, device: torch.device) -> None:
     """Translate one fold's masks into OUT/fold{K} (replaced atomically)."""
-    folder = args.out / f"fold{fold}"
+    folder = fold_dir(args.out, fold)
     source = fold_dir(args.masks, fold)
-    model = model_dir(args.models, fold)
+    model = trained_model(args.models, fold)
     samples = first_samples(args.masks, fold, len(dataset.select(fold, "train")))
     masks_identity = [(s.index, s.seed, sha256_file(source / s.mask)) for s in samples]
     key = run_key(test_mode, fold, folder_digest(model), masks_identity, script_digest(__file__))

@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from iusdiff.cli import cases_argument, run, save_options
 from iusdiff.io import atomic_path, load_mask_png, load_png, save_png
+from iusdiff.layout import fold_dir
 from iusdiff.medsam import load_medsam, segment
 from iusdiff.metrics import dice, hd95
-from iusdiff.samples import fold_dir, read_manifest
+from iusdiff.samples import read_manifest
 
 FIELDS = ("index", "mask", "image", "dice", "hd95", "segmenter")
 

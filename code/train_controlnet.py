@@ -41,6 +41,7 @@ from iusdiff.controlnet import (
 from iusdiff.config import load_stage_settings
 from iusdiff.data import Augmentation, load_fold, seed_for
 from iusdiff.errors import InputError
+from iusdiff.layout import fold_dir, model_dir
 from iusdiff.models import (
     WEIGHT_DTYPES,
     PromptedUNet,
@@ -65,7 +66,7 @@ from iusdiff.runs import (
 )
 from iusdiff.slices import load_dataset
 from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, validation_latents
-from iusdiff.training import MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
+from iusdiff.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.weights import SCHEDULER_DIR, check_pretrained
 
 PHASES = ("phase_a", "phase_b")
@@ -104,7 +105,7 @@ class FoldInputs:
 
     def __init__(self, args, cfg: dict, dataset, fold: int) -> None:
         self.fold = fold
-        vae_dir = args.vae / f"fold{fold}" / MODEL_DIR
+        vae_dir = model_dir(args.vae, fold)
         self.train, self.val = load_fold(dataset, fold, "train"), load_fold(dataset, fold, "val")
         self.accelerator: Accelerator = make_accelerator(cfg["mixed_precision"])
         self.vae: AutoencoderKL = load_trained_vae(vae_dir, self.accelerator.device, WEIGHT_DTYPES[cfg["mixed_precision"]])
@@ -148,7 +149,7 @@ def phase_b_task(cfg: dict, inputs: FoldInputs, phase_a_model: Path, seed: int) 
 
 def run_phase(args, phase: str, cfg: dict, inputs: FoldInputs, key: str, seed: int, make_task: Callable[[], LdmTask]) -> None:
     """One phase into OUT/fold{K}/<phase>/ (skipped under --resume when already finished)."""
-    out = args.out / f"fold{inputs.fold}" / phase
+    out = fold_dir(args.out, inputs.fold) / phase
     desc = f"controlnet {phase} fold {inputs.fold}"
     if args.resume and completed(out, key):
         print(f"{desc}: up to date")
@@ -167,25 +168,24 @@ def run_phase(args, phase: str, cfg: dict, inputs: FoldInputs, key: str, seed: i
 
 
 def train_fold(args, cfg: dict, dataset, fold: int) -> None:
-    fold_dir = args.out / f"fold{fold}"
-    vae_dir = args.vae / f"fold{fold}" / MODEL_DIR
+    folder, vae_dir = fold_dir(args.out, fold), model_dir(args.vae, fold)
     reference = args.pretrained if cfg["pretrained"] else None
     identity = {"model": "controlnet", "fold": fold, "pretrained": pretrained_identity(reference, ("unet", "text_encoder", "tokenizer"))}
     common = (identity, data_digest(dataset, fold), folder_digest(vae_dir), script_digest(__file__))
     key_a = run_key("phase_a", training_settings(cfg["phase_a"]), *common)
     fold_key = run_key(key_a, training_settings(cfg["phase_b"]))
-    if args.resume and completed(fold_dir, fold_key):
+    if args.resume and completed(folder, fold_key):
         print(f"controlnet fold {fold}: up to date")
         return
     inputs = FoldInputs(args, cfg, dataset, fold)
     seed_a, seed_b = seed_for(cfg["seed"], fold, 0), seed_for(cfg["seed"], fold, 1)
     run_phase(args, "phase_a", cfg["phase_a"], inputs, key_a, seed_a, lambda: phase_a_task(args, cfg["phase_a"], inputs, seed_a))
-    phase_a_model = fold_dir / "phase_a" / MODEL_DIR
+    phase_a_model = model_dir(args.out, fold, "phase_a")
     key_b = run_key("phase_b", training_settings(cfg["phase_b"]), folder_digest(phase_a_model), *common)
     run_phase(args, "phase_b", cfg["phase_b"], inputs, key_b, seed_b, lambda: phase_b_task(cfg["phase_b"], inputs, phase_a_model, seed_b))
     if inputs.accelerator.is_main_process:
         save_options(
-            fold_dir / OPTIONS, args, fold=fold, settings=cfg, run_key=fold_key, phase_keys={"phase_a": key_a, "phase_b": key_b},
+            folder / OPTIONS, args, fold=fold, settings=cfg, run_key=fold_key, phase_keys={"phase_a": key_a, "phase_b": key_b},
             conditioning_channels=CONDITIONING_CHANNELS,
         )
 

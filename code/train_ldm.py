@@ -36,6 +36,7 @@ from iusdiff.cli import run, save_options
 from iusdiff.data import Augmentation, FoldData, load_fold, seed_for
 from iusdiff.errors import InputError
 from iusdiff.fid import InceptionFeatures
+from iusdiff.layout import fold_dir, model_dir
 from iusdiff.metrics import fid_from_features
 from iusdiff.models import (
     WEIGHT_DTYPES,
@@ -65,7 +66,7 @@ from iusdiff.runs import (
 from iusdiff.sampling import sample_images
 from iusdiff.slices import load_dataset
 from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, validation_latents
-from iusdiff.training import MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
+from iusdiff.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.weights import MASK_UNET_DIR, SCHEDULER_DIR, UNET_DIR, check_pretrained
 
 MODELS = {"mask": "mask", "ius": "image", "onestep": "joint", "image": "image"}  # model -> what its VAE encodes
@@ -142,12 +143,11 @@ def fid_validation(cfg: dict, vae: AutoencoderKL, scheduler: DDPMScheduler, trai
 
 
 def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
-    fold_dir = args.out / f"fold{fold}"
-    vae_dir = args.vae / f"fold{fold}" / MODEL_DIR
+    folder, vae_dir = fold_dir(args.out, fold), model_dir(args.vae, fold)
     reference = args.pretrained if cfg["pretrained"] else None
     identity = {"model": args.model, "fold": fold, "pretrained": pretrained_identity(reference, base_parts(args.model))}
     key = run_key(identity, training_settings(cfg), data_digest(dataset, fold), folder_digest(vae_dir), script_digest(__file__))
-    if args.resume and completed(fold_dir, key):
+    if args.resume and completed(folder, key):
         print(f"ldm_{args.model} fold {fold}: up to date")
         return
     seed = seed_for(cfg["seed"], fold)
@@ -166,10 +166,10 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
         fid = fid_validation(cfg, vae, scheduler, train_data, val_data, seed, accelerator.device)
     task = LdmTask(model, source, scheduler, val_latents, val_masks, cfg, accelerator, save, fid)
     loop = LoopConfig.from_settings(cfg, resolve_steps(cfg, len(train_data), accelerator.num_processes))
-    state = train(task, loop, fold_dir, key, accelerator, args.resume, desc=f"ldm_{args.model} fold {fold}")
+    state = train(task, loop, folder, key, accelerator, args.resume, desc=f"ldm_{args.model} fold {fold}")
     if accelerator.is_main_process:
         save_options(
-            fold_dir / OPTIONS,
+            folder / OPTIONS,
             args,
             fold=fold,
             settings=cfg,

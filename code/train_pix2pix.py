@@ -20,6 +20,7 @@ from iusdiff.cli import run, save_options
 from iusdiff.config import load_stage_settings
 from iusdiff.data import Augmentation, load_fold, seed_for
 from iusdiff.errors import InputError
+from iusdiff.layout import fold_dir
 from iusdiff.pix2pix import Pix2PixTask, check_test_mode, levels_for, resolve_schedule
 from iusdiff.runs import (
     OPTIONS,
@@ -82,9 +83,9 @@ def image_size(dataset) -> int:
 
 
 def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
-    fold_dir = args.out / f"fold{fold}"
+    folder = fold_dir(args.out, fold)
     key = run_key({"model": "pix2pix", "fold": fold}, training_settings(cfg), data_digest(dataset, fold), script_digest(__file__))
-    if args.resume and completed(fold_dir, key):
+    if args.resume and completed(folder, key):
         print(f"pix2pix fold {fold}: up to date")
         return
     seed = seed_for(cfg["seed"], fold)
@@ -96,10 +97,10 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
     schedule = resolve_schedule(cfg, len(train_data))
     task = Pix2PixTask(batches, val_data, cfg, schedule, size, accelerator)
     loop = LoopConfig.from_settings(cfg, schedule.steps)
-    state = train(task, loop, fold_dir, key, accelerator, args.resume, desc=f"pix2pix fold {fold}")
+    state = train(task, loop, folder, key, accelerator, args.resume, desc=f"pix2pix fold {fold}")
     if accelerator.is_main_process:
         save_options(
-            fold_dir / OPTIONS,
+            folder / OPTIONS,
             args,
             fold=fold,
             settings=cfg,

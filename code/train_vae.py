@@ -22,6 +22,7 @@ from iusdiff.cli import run, save_options
 from iusdiff.data import Augmentation, image_tensor, load_fold, mask_tensor, seed_for
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_dir
+from iusdiff.layout import MODEL_DIR, fold_dir
 from iusdiff.losses import perceptual_available, perceptual_loss
 from iusdiff.models import build_vae, load_pretrained_vae
 from iusdiff.runs import (
@@ -37,7 +38,7 @@ from iusdiff.runs import (
 )
 from iusdiff.slices import load_dataset
 from iusdiff.tasks import KINDS, PairedBatches, VaeTask, resolve_steps, set_latent_scaling, vae_channels, vae_inputs
-from iusdiff.training import MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
+from iusdiff.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.weights import MASK_VAE_DIR, check_pretrained
 
 
@@ -66,13 +67,13 @@ def build_model(cfg: dict, kind: str, size: int, pretrained: str | None) -> Auto
 
 
 def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
-    fold_dir = args.out / f"fold{fold}"
+    folder = fold_dir(args.out, fold)
     reference = args.pretrained if cfg["pretrained"] else None
     # Whether VGG16 was there is part of the run: weights added later retrain with the term on.
     identity = {"kind": args.kind, "fold": fold, "pretrained": pretrained_identity(reference, (base_vae_folder(args.kind),)),
                 "perceptual": perceptual_available(cfg["perceptual_weight"])}
     key = run_key(identity, training_settings(cfg), data_digest(dataset, fold), script_digest(__file__))
-    if args.resume and completed(fold_dir, key):
+    if args.resume and completed(folder, key):
         print(f"vae_{args.kind} fold {fold}: up to date")
         return
     seed = seed_for(cfg["seed"], fold)
@@ -86,11 +87,11 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
     batches = PairedBatches(train_data, aug, cfg["batch_size"], seed, accelerator)
     task = VaeTask(args.kind, vae, batches, val_data, cfg, perceptual, accelerator)
     loop = LoopConfig.from_settings(cfg, resolve_steps(cfg, len(train_data), accelerator.num_processes))
-    state = train(task, loop, fold_dir, key, accelerator, args.resume, desc=f"vae_{args.kind} fold {fold}")
+    state = train(task, loop, folder, key, accelerator, args.resume, desc=f"vae_{args.kind} fold {fold}")
     if accelerator.is_main_process:  # one writer of the final model (the other ranks would race it)
-        scaling = finalise(fold_dir / MODEL_DIR, cfg, args.kind, train_data, accelerator.device)
+        scaling = finalise(folder / MODEL_DIR, cfg, args.kind, train_data, accelerator.device)
         save_options(
-            fold_dir / OPTIONS,
+            folder / OPTIONS,
             args,
             fold=fold,
             settings=cfg,

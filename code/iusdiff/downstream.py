@@ -43,9 +43,10 @@ from matplotlib.figure import Figure
 
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_dir, atomic_path, load_mask_png, load_png, save_png, sha256_file, write_json, write_text
+from iusdiff.layout import fold_dir, fold_name
 from iusdiff.metrics import dice, hd95, summarise
 from iusdiff.results import Number
-from iusdiff.samples import fold_dir, read_manifest
+from iusdiff.samples import read_manifest
 from iusdiff.plotting import STYLE, TEXT_WIDTH_IN, label_text
 from iusdiff.slices import SliceDataset, SliceRecord
 from iusdiff.stats import friedman_test, pairwise_wilcoxon, rank_ready, stars
@@ -127,7 +128,7 @@ class Entry:
 
     @property
     def name(self) -> str:
-        return f"fold{self.fold}_R{self.ratio}"
+        return f"{fold_name(self.fold)}_R{self.ratio}"
 
 
 @dataclass(frozen=True)

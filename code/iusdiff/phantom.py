@@ -35,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
+from iusdiff.layout import RESECT_DIR, RESECT_SEG_DIR
 from iusdiff.resect import mask_relpath, save_nifti, us_relpath
 from iusdiff.slices import peak_slice, slice_2d
 from iusdiff.splits import check_cases
@@ -235,8 +236,8 @@ def generate_case(case: int, seed: int = 0, scale: float = 1.0) -> PhantomCase:
 def write_case(root: Path, case: int, seed: int, scale: float) -> tuple[int, np.ndarray, np.ndarray]:
     """Write one case in the RESECT layout below ``root``; return its peak slice for a montage."""
     phantom = generate_case(case, seed, scale)
-    save_nifti(root / "RESECT" / "NIFTI" / us_relpath(case), phantom.us, phantom.affine)
-    save_nifti(root / "RESECT_segmentation" / mask_relpath(case), phantom.mask, phantom.affine)
+    save_nifti(root / RESECT_DIR / "NIFTI" / us_relpath(case), phantom.us, phantom.affine)
+    save_nifti(root / RESECT_SEG_DIR / mask_relpath(case), phantom.mask, phantom.affine)
     k = peak_slice(phantom.mask)
     return case, slice_2d(phantom.us, k), slice_2d(phantom.mask, k)
 

@@ -37,11 +37,9 @@ from iusdiff.config import stage_settings, write_stage_settings
 from iusdiff.digests import code_digest
 from iusdiff.errors import InputError
 from iusdiff.io import sha256_file, write_json, write_text
+from iusdiff.layout import FIGURES_DIR, MANIFEST, STATE_DIR, TABLES_DIR, fold_name, settings_file
 from iusdiff.stagehost import HostUnavailable, StageHost
 from iusdiff.workers import WORKERS_ENV
-
-MANIFEST = "checksums.sha256"
-STATE_DIR = ".stages"
 
 
 @dataclass(frozen=True)
@@ -285,24 +283,29 @@ def _with_fold(args: Callable[[Context], list[str]], fold: int) -> Callable[[Con
     return lambda ctx: [*args(ctx), "--folds", str(fold)]
 
 
+def _instance(name: str, fold: int) -> str:
+    """A per-fold stage's instance: ``<name>@fold{K}``."""
+    return f"{name}@{fold_name(fold)}"
+
+
 def expand(stages: Sequence[Stage], folds: Sequence[int]) -> list[Stage]:
     """Per-fold stages become one instance per fold, wired to the same fold of their inputs."""
     per_fold = {s.name for s in stages if s.per_fold}
     expanded = []
     for stage in stages:
         if not stage.per_fold:
-            deps = tuple(d2 for d in stage.deps for d2 in ([f"{d}@fold{k}" for k in folds] if d in per_fold else [d]))
+            deps = tuple(d2 for d in stage.deps for d2 in ([_instance(d, k) for k in folds] if d in per_fold else [d]))
             expanded.append(replace(stage, deps=deps))
             continue
         for k in folds:
             expanded.append(
                 replace(
                     stage,
-                    name=f"{stage.name}@fold{k}",
+                    name=_instance(stage.name, k),
                     outputs=tuple(o.format(fold=k) for o in stage.outputs),
                     volatile=tuple(v.format(fold=k) for v in stage.volatile),
                     args=_with_fold(stage.args, k),
-                    deps=tuple(f"{d}@fold{k}" if d in per_fold else d for d in stage.deps),
+                    deps=tuple(_instance(d, k) if d in per_fold else d for d in stage.deps),
                     per_fold=False,
                     fold=k,
                 )
@@ -370,9 +373,6 @@ def _locked(out: Path, name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-SETTINGS_DIR = "settings"  # OUT/settings/<stage>.json: what each stage was handed
-
-
 @dataclass(frozen=True)
 class Job:
     """A stage instance ready to run: its command line, the settings it is handed, its identity."""
@@ -391,10 +391,10 @@ def _digest(value: Any) -> str:
 def prepare_job(ctx: Context, stage: Stage, dep_records: dict[str, dict[str, Any]]) -> Job:
     """The stage's arguments, settings and fingerprint, given the records of the stages it reads."""
     settings = stage_settings(ctx.profile, stage.reads)
-    settings_file = f"{SETTINGS_DIR}/{stage.base}.json" if stage.takes_settings else None
-    argv = [str(a) for a in stage.args(ctx)] + (["--settings", settings_file] if settings_file else [])
+    handed = settings_file(stage.base) if stage.takes_settings else None  # OUT/settings/<stage>.json
+    argv = [str(a) for a in stage.args(ctx)] + (["--settings", handed] if handed else [])
     code = code_digest(script_path(stage, ctx.repo), ctx.repo / "code" / "iusdiff")
-    return Job(argv, settings, settings_file, _digest(settings), fingerprint(stage, argv, dep_records, code, settings))
+    return Job(argv, settings, handed, _digest(settings), fingerprint(stage, argv, dep_records, code, settings))
 
 
 def _up_to_date(ctx: Context, stage: Stage, fp: str, force: Sequence[str]) -> dict[str, Any] | None:
@@ -549,7 +549,7 @@ def plan_pipeline(
     return rows
 
 
-def publish(out: Path, repo: Path, folders: Sequence[str] = ("tables", "figures")) -> list[Path]:
+def publish(out: Path, repo: Path, folders: Sequence[str] = (TABLES_DIR, FIGURES_DIR)) -> list[Path]:
     """Copy OUT/tables and OUT/figures over the repository's committed ones."""
     copied = []
     for folder in folders:

@@ -17,11 +17,10 @@ from iusdiff.cli import parse_cases
 from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.errors import InputError
 from iusdiff.io import sha256_file
+from iusdiff.layout import OPTIONS
 from iusdiff.digests import code_digest
 from iusdiff.slices import SliceDataset
 from iusdiff.weights import TEXT_FILE, TEXT_SUBFOLDERS, resolve_pretrained
-
-OPTIONS = "options.json"
 
 
 def folds_argument(value: str) -> list[int]:

@@ -29,9 +29,8 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from iusdiff.io import atomic_dir, atomic_path, write_json
+from iusdiff.layout import CHECKPOINTS, MODEL_DIR
 
-CHECKPOINTS = "checkpoints"
-MODEL_DIR = "model"
 STATE_FILE = "state.json"
 
 
