@@ -1,9 +1,12 @@
-"""The pipeline's stages, in order. Adding a stage is one ``Stage(...)`` entry here.
+"""The pipeline's stages, in order: the table ``STAGES`` at the end, one row per stage (its name,
+script, the settings sections it reads, the stages it depends on, what it writes, its arguments
+and its flags). Adding a stage is one row there, its arguments one small function above it.
 
 Each stage names the settings sections it reads (``reads``); the runner hands a script those as
 ``--settings settings/<stage>.json`` and fingerprints them, so a changed key reruns only the
 stages that read it and their dependents. The data stages (``takes_settings=False``) get theirs
-as flags. Paths are relative to the output folder, the scripts' working directory.
+as flags. Paths come from iusdiff.layout and are relative to the output folder, the scripts'
+working directory.
 """
 
 from __future__ import annotations
@@ -12,15 +15,37 @@ from collections.abc import Callable
 from pathlib import Path
 
 from iusdiff.errors import InputError
+from iusdiff.layout import (
+    BASE_DIR,
+    BASE_MASK_RECORD,
+    BASE_RECORD,
+    CORPUS_DIR,
+    DOWNSTREAM_DIR,
+    FIGURES_DIR,
+    OPTIONS,
+    PHANTOM_DIR,
+    REPORT_FILE,
+    RESECT_DIR,
+    RESECT_SEG_DIR,
+    RESULTS_DIR,
+    SAMPLES_DIR,
+    SAMPLES_ROOT,
+    SLICES_DIR,
+    TABLES_DIR,
+    figure_files,
+    logs_dir,
+    metrics_dir,
+    models_dir,
+    per_fold,
+    pretrain_dir,
+    result_file,
+    samples_dir,
+    table_files,
+)
 from iusdiff.pipeline import Context, Stage
 from iusdiff.resect import mask_path, us_path
 from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR, SCHEDULER_DIR, TEXT_FILE, UNET_DIR, check_medsam, check_perceptual, check_pretrained
 
-PHANTOM_DIR = "phantom"
-CORPUS_DIR = "pretrain/corpus"  # the outside pretraining corpus (iusdiff.corpus), apart from the study data
-BASE_DIR = "pretrain/base"      # the CPU profiles' pretrained base, SD-1.5's analogue
-MODELS_DIR = "models"
-SAMPLES_DIR = "samples/proposed"  # the two-step generator's pairs: fold{K}/{masks,images}/, manifest.csv
 GENERATOR_STAGES = ("vae_image", "vae_mask", "ldm_mask", "ldm_ius", "sample")
 
 
@@ -31,7 +56,7 @@ def is_phantom(ctx: Context) -> bool:
 def data_roots(profile: dict, out_phantom: str = PHANTOM_DIR) -> tuple[str, str]:
     """Where the slices stage reads RESECT-layout data for a profile (before CLI overrides)."""
     if profile["data"] == "phantom":
-        return f"{out_phantom}/RESECT", f"{out_phantom}/RESECT_segmentation"
+        return f"{out_phantom}/{RESECT_DIR}", f"{out_phantom}/{RESECT_SEG_DIR}"
     return profile["resect_root"], profile["seg_root"]
 
 
@@ -122,371 +147,292 @@ def check_perceptual_weights(ctx: Context) -> str | None:
     return check_perceptual(ctx.profile)
 
 
+# ---------------------------------------------------------------------------------------------
+# Arguments of each stage's script (paths from iusdiff.layout, relative to OUT)
+
+
 def _pretrained_args(ctx: Context, section: str) -> list[str]:
     return ["--pretrained", pretrained_root(ctx)] if ctx.profile[section]["pretrained"] else []
 
 
-def _train_vae_args(kind: str) -> Callable[[Context], list[str]]:
-    def args(ctx: Context) -> list[str]:
-        return [
-            "--kind", kind, "--slices", "slices", "--out", f"{MODELS_DIR}/vae_{kind}",
-            "--resume", *_pretrained_args(ctx, f"vae_{kind}"),
-        ]
-
-    return args
+def _phantom_args(ctx: Context) -> list[str]:
+    phantom = ctx.profile["phantom"]
+    return [
+        "--out", PHANTOM_DIR, "--seed", phantom["seed"], "--scale", phantom["scale"], "--cases", _cases(ctx),
+        "--montage", PHANTOM_MONTAGE,
+    ]
 
 
-def _train_ldm_args(model: str, vae: str) -> Callable[[Context], list[str]]:
-    def args(ctx: Context) -> list[str]:
-        return [
-            "--model", model, "--slices", "slices", "--vae", f"{MODELS_DIR}/{vae}", "--out", f"{MODELS_DIR}/ldm_{model}",
-            "--resume", *_pretrained_args(ctx, f"ldm_{model}"),
-        ]
+def _slices_args(ctx: Context) -> list[str]:
+    return [
+        "--resect-root", ctx.resect_root, "--seg-root", ctx.seg_root, "--out", SLICES_DIR,
+        "--size", ctx.profile["size"], "--cases", _cases(ctx),
+    ]
 
-    return args
+
+def _corpus_args(ctx: Context) -> list[str]:
+    corpus = ctx.profile["corpus"]
+    return [
+        "--out", CORPUS_DIR, "--subjects", corpus["subjects"], "--seed", corpus["seed"],
+        "--scale", ctx.profile["phantom"]["scale"], "--size", ctx.profile["size"],
+        "--validation-subjects", corpus["validation_subjects"], "--montage", CORPUS_MONTAGE, "--resume",
+    ]
 
 
 def _pretrain_args(script_model: list[str], part: str, vae: str | None = None) -> Callable[[Context], list[str]]:
     """A base model's training on the corpus: the per-fold script with the pretrain table."""
     def args(ctx: Context) -> list[str]:
         return [
-            *script_model, "--slices", CORPUS_DIR, *(["--vae", f"pretrain/{vae}"] if vae else []),
-            "--out", f"pretrain/{part}", "--section", f"pretrain.{part}", "--resume",
+            *script_model, "--slices", CORPUS_DIR, *(["--vae", pretrain_dir(vae)] if vae else []),
+            "--out", pretrain_dir(part), "--section", f"pretrain.{part}", "--resume",
         ]
 
     return args
 
 
-def _pretrain_stage(part: str, script: str, model: list[str], vae: str | None = None) -> Stage:
-    return Stage(
-        name=f"pretrain_{part}",
-        reads=(f"pretrain.{part}",),
-        script=script,
-        outputs=(f"pretrain/{part}",),
-        args=_pretrain_args(model, part, vae),
-        deps=("corpus", *((f"pretrain_{vae}",) if vae else ())),
-        enabled=builds_base,
-        distributed=True,
-    )
+def _base_args(vae_option: str, unet_option: str, kind: str) -> Callable[[Context], list[str]]:
+    """make_base.py on one group of the base: the pretrained autoencoder and LDM of ``kind``."""
+    def args(ctx: Context) -> list[str]:
+        vae, unet = pretrain_dir(f"vae_{kind}"), pretrain_dir(f"ldm_{kind}")
+        return [vae_option, vae, unet_option, unet, "--corpus", CORPUS_DIR, "--out", BASE_DIR]
+
+    return args
+
+
+def _table1_args(ctx: Context) -> list[str]:
+    return ["--slices", SLICES_DIR, "--out-dir", TABLES_DIR]
+
+
+def _vae_args(kind: str) -> Callable[[Context], list[str]]:
+    def args(ctx: Context) -> list[str]:
+        return [
+            "--kind", kind, "--slices", SLICES_DIR, "--out", models_dir(f"vae_{kind}"),
+            "--resume", *_pretrained_args(ctx, f"vae_{kind}"),
+        ]
+
+    return args
+
+
+def _ldm_args(model: str, vae: str) -> Callable[[Context], list[str]]:
+    def args(ctx: Context) -> list[str]:
+        return [
+            "--model", model, "--slices", SLICES_DIR, "--vae", models_dir(vae), "--out", models_dir(f"ldm_{model}"),
+            "--resume", *_pretrained_args(ctx, f"ldm_{model}"),
+        ]
+
+    return args
 
 
 def _sample_args(ctx: Context) -> list[str]:
     return [
-        "--slices", "slices",
-        "--mask-vae", f"{MODELS_DIR}/vae_mask", "--mask-ldm", f"{MODELS_DIR}/ldm_mask",
-        "--image-vae", f"{MODELS_DIR}/vae_image", "--ius-ldm", f"{MODELS_DIR}/ldm_ius",
+        "--slices", SLICES_DIR,
+        "--mask-vae", models_dir("vae_mask"), "--mask-ldm", models_dir("ldm_mask"),
+        "--image-vae", models_dir("vae_image"), "--ius-ldm", models_dir("ldm_ius"),
         "--out", SAMPLES_DIR, "--resume",
+    ]
+
+
+def _pix2pix_args(ctx: Context) -> list[str]:
+    return ["--slices", SLICES_DIR, "--out", models_dir("pix2pix"), "--resume"]
+
+
+def _sample_pix2pix_args(ctx: Context) -> list[str]:
+    return [
+        "--slices", SLICES_DIR, "--models", models_dir("pix2pix"), "--masks", SAMPLES_DIR,
+        "--out", samples_dir("pix2pix"), "--resume",
+    ]
+
+
+def _sample_onestep_args(ctx: Context) -> list[str]:
+    return [
+        "--model", "onestep", "--slices", SLICES_DIR,
+        "--joint-vae", models_dir("vae_joint"), "--onestep-ldm", models_dir("ldm_onestep"),
+        "--out", samples_dir("onestep"), "--resume",
+    ]
+
+
+def _controlnet_args(ctx: Context) -> list[str]:
+    return [
+        "--slices", SLICES_DIR, "--vae", models_dir("vae_image"), "--out", models_dir("controlnet"),
+        "--resume", *_pretrained_args(ctx, "controlnet"),
+    ]
+
+
+def _sample_controlnet_args(ctx: Context) -> list[str]:
+    return [
+        "--model", "controlnet", "--slices", SLICES_DIR, "--image-vae", models_dir("vae_image"),
+        "--controlnet", models_dir("controlnet"), "--masks", SAMPLES_DIR,
+        "--out", samples_dir("controlnet"), "--resume",
+    ]
+
+
+def _evaluate_masks_args(ctx: Context) -> list[str]:
+    return [
+        "--slices", SLICES_DIR, "--generated", SAMPLES_DIR,
+        "--tables", TABLES_DIR, "--figures", FIGURES_DIR, "--metrics", metrics_dir("masks"),
+        "--results", result_file("table3_4"),
     ]
 
 
 def _downstream_args(ctx: Context) -> list[str]:
     return [
-        "--slices", "slices", "--samples", SAMPLES_DIR, "--out", "downstream",
-        "--fig-dir", "figures", "--table-dir", "tables", "--results", "results/fig9.csv",
+        "--slices", SLICES_DIR, "--samples", SAMPLES_DIR, "--out", DOWNSTREAM_DIR,
+        "--fig-dir", FIGURES_DIR, "--table-dir", TABLES_DIR, "--results", result_file("fig9"),
     ]
 
 
+def _medsam_args(ctx: Context) -> list[str]:
+    settings = ctx.profile["evaluate_images"]
+    return ["--medsam-checkpoint", str(medsam_checkpoint(ctx))] if "medsam_checkpoint" in settings else []
+
+
+def _evaluate_images_args(ctx: Context) -> list[str]:
+    return [
+        "--slices", SLICES_DIR, "--samples", SAMPLES_ROOT, "--models", "proposed,pix2pix,controlnet,onestep",
+        "--tables", TABLES_DIR, "--figures", FIGURES_DIR, "--metrics", metrics_dir("images"),
+        "--results", result_file("table2"), "--downstream", DOWNSTREAM_DIR, "--logs", logs_dir("evaluate_images"),
+        "--image-vae", models_dir("vae_image"), *_medsam_args(ctx),
+    ]
+
+
+def _figures_args(ctx: Context) -> list[str]:
+    return [
+        "--slices", SLICES_DIR, "--samples", SAMPLES_ROOT, "--figures", FIGURES_DIR,
+        "--options", f"{metrics_dir('figures')}/{OPTIONS}",
+    ]
+
+
+def _report_args(ctx: Context) -> list[str]:
+    return ["--results", RESULTS_DIR, "--out", REPORT_FILE]
+
+
+# ---------------------------------------------------------------------------------------------
+# What each stage owns (relative to OUT)
+
+
+def _in_base(*parts: str) -> tuple[str, ...]:
+    return tuple(f"{BASE_DIR}/{part}" for part in parts)
+
+
+def _models(model: str) -> tuple[str]:
+    """A per-fold training's output: ``models/<model>/fold{fold}``."""
+    return (per_fold(models_dir(model)),)
+
+
+def _samples(model: str) -> tuple[str]:
+    """A per-fold sampling's output: ``samples/<model>/fold{fold}``."""
+    return (per_fold(samples_dir(model)),)
+
+
+PHANTOM_MONTAGE, CORPUS_MONTAGE = f"{FIGURES_DIR}/phantom_montage.png", f"{FIGURES_DIR}/corpus_montage.png"
+PHANTOM_OUTPUTS, CORPUS_OUTPUTS = (PHANTOM_DIR, PHANTOM_MONTAGE), (CORPUS_DIR, CORPUS_MONTAGE)
+BASE_OUTPUTS = _in_base("vae", UNET_DIR, TEXT_FILE, SCHEDULER_DIR, BASE_RECORD)  # SD-1.5's analogue
+BASE_MASK_OUTPUTS = _in_base(MASK_VAE_DIR, MASK_UNET_DIR, BASE_MASK_RECORD)
+TABLE1_OUTPUTS = (*table_files("table1"), result_file("table1"))
+MASK_METRICS_OUTPUTS = (*table_files("table3", "table4"), *figure_files("fig4", "fig6"), metrics_dir("masks"), result_file("table3_4"))
+DOWNSTREAM_OUTPUTS = (
+    *(f"{DOWNSTREAM_DIR}/{name}" for name in ("entries.csv", "per_image.csv", "summary.json", OPTIONS, "predictions")),
+    f"{DOWNSTREAM_DIR}/nnunet/nnUNet_preprocessed/Dataset901_IUS/splits_final.json",
+    *figure_files("fig9"), *table_files("fig9"), result_file("fig9"),
+)
+IMAGE_METRICS_OUTPUTS = (*table_files("table2"), *figure_files("fig8"), metrics_dir("images"), result_file("table2"))
+FIGURES_OUTPUTS = (*figure_files("fig3", "fig5", "fig7", "fig10", "contact_sheet"), metrics_dir("figures"))
+# Written but not checksummed: nnU-Net's own folders and logs, the segmenters' logs, the report.
+DOWNSTREAM_VOLATILE = {"volatile": (f"{DOWNSTREAM_DIR}/nnunet", f"{DOWNSTREAM_DIR}/logs")}
+IMAGE_METRICS_VOLATILE = {"volatile": (logs_dir("evaluate_images"),)}
+REPORT_VOLATILE = {"volatile": (REPORT_FILE,)}
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+# Flags of its last column (Stage's defaults otherwise).
+AS_FLAGS = {"takes_settings": False}  # settings as command-line flags, not --settings FILE
+DATA = {**AS_FLAGS, "uses_torch": False}
+ON_CORPUS = {**AS_FLAGS, "enabled": builds_base}  # the CPU profiles' base (SD-1.5's analogue)
+PRETRAINING = {"enabled": builds_base, "distributed": True}
+NO_TORCH = {"uses_torch": False}
+PER_FOLD = {"per_fold": True}  # one instance per fold, "<name>@fold{K}", "{fold}" filled in its outputs
+TRAINING = {**PER_FOLD, "distributed": True}  # may run under IUSDIFF_LAUNCHER
+
+
+def _row(name: str, script: str, reads: str, deps: str, outputs: tuple[str, ...], args: Callable[[Context], list[str]],
+         **flags) -> Stage:
+    """One row of the table; ``reads`` and ``deps`` are space-separated names."""
+    return Stage(name=name, script=script, reads=tuple(reads.split()), deps=tuple(deps.split()), outputs=outputs, args=args, **flags)
+
+
+def _pretrain(part: str, script: str, model: list[str], vae: str | None = None) -> Stage:
+    """A base model trained on the corpus (encoding with the base autoencoder ``vae``)."""
+    deps = f"corpus pretrain_{vae}" if vae else "corpus"
+    return _row(f"pretrain_{part}", script, f"pretrain.{part}", deps, (pretrain_dir(part),), _pretrain_args(model, part, vae), **PRETRAINING)
+
+
+SAMPLE_SETS = "sample sample_pix2pix sample_controlnet sample_onestep"  # every model's generated pairs
+RESULTS = "table1 evaluate_masks downstream evaluate_images figures"  # every stage the report reads
+
 STAGES: list[Stage] = [
-    Stage(
-        name="phantom",
-        reads=('phantom',),
-        takes_settings=False,
-        script="make_phantom.py",
-        uses_torch=False,
-        outputs=(PHANTOM_DIR, "figures/phantom_montage.png"),
-        args=lambda ctx: [
-            "--out", PHANTOM_DIR,
-            "--seed", ctx.profile["phantom"]["seed"],
-            "--scale", ctx.profile["phantom"]["scale"],
-            "--cases", _cases(ctx),
-            "--montage", "figures/phantom_montage.png",
-        ],
-        enabled=is_phantom,
-    ),
-    Stage(
-        name="slices",
-        takes_settings=False,
-        script="prepare_data.py",
-        uses_torch=False,
-        outputs=("slices",),
-        args=lambda ctx: [
-            "--resect-root", ctx.resect_root,
-            "--seg-root", ctx.seg_root,
-            "--out", "slices",
-            "--size", ctx.profile["size"],
-            "--cases", _cases(ctx),
-        ],
-        deps=("phantom",),
-        preflight=check_real_data,
-    ),
+    #    name                 script                  reads              deps
+    #    outputs                  args                                              flags
+    _row("phantom",           "make_phantom.py",      "phantom",         "",
+         PHANTOM_OUTPUTS,         _phantom_args,                                    **DATA, enabled=is_phantom),
+    _row("slices",            "prepare_data.py",      "",                "phantom",
+         (SLICES_DIR,),           _slices_args,                                     **DATA, preflight=check_real_data),
     # The CPU profiles' SD-1.5 analogue: an outside corpus of phantom subjects in no split, the
     # base models pretrained on it once, assembled into pretrain/base; per-fold models start from it.
-    Stage(
-        name="corpus",
-        reads=('corpus', 'phantom'),
-        takes_settings=False,
-        script="make_corpus.py",
-        outputs=(CORPUS_DIR, "figures/corpus_montage.png"),
-        args=lambda ctx: [
-            "--out", CORPUS_DIR, "--subjects", ctx.profile["corpus"]["subjects"], "--seed", ctx.profile["corpus"]["seed"],
-            "--scale", ctx.profile["phantom"]["scale"], "--size", ctx.profile["size"],
-            "--validation-subjects", ctx.profile["corpus"]["validation_subjects"], "--montage", "figures/corpus_montage.png",
-            "--resume",
-        ],
-        enabled=builds_base,
-    ),
-    _pretrain_stage("vae_image", "train_vae.py", ["--kind", "image"]),
-    _pretrain_stage("vae_mask", "train_vae.py", ["--kind", "mask"]),
-    _pretrain_stage("ldm_image", "train_ldm.py", ["--model", "image"], vae="vae_image"),
-    _pretrain_stage("ldm_mask", "train_ldm.py", ["--model", "mask"], vae="vae_mask"),
+    _row("corpus",            "make_corpus.py",       "corpus phantom",  "",
+         CORPUS_OUTPUTS,          _corpus_args,                                     **ON_CORPUS),
+    _pretrain("vae_image", "train_vae.py", ["--kind", "image"]),
+    _pretrain("vae_mask", "train_vae.py", ["--kind", "mask"]),
+    _pretrain("ldm_image", "train_ldm.py", ["--model", "image"], vae="vae_image"),
+    _pretrain("ldm_mask", "train_ldm.py", ["--model", "mask"], vae="vae_mask"),
     # The base in two groups, so the per-fold mask models finetune while the base iUS LDM (the
     # longest pretraining) still runs: the image parts (SD-1.5's analogue) and the mask parts.
-    Stage(
-        name="pretrain_mask",
-        takes_settings=False,
-        script="make_base.py",
-        outputs=tuple(f"{BASE_DIR}/{part}" for part in (MASK_VAE_DIR, MASK_UNET_DIR, "base_mask.json")),
-        args=lambda ctx: ["--vae-mask", "pretrain/vae_mask", "--unet-mask", "pretrain/ldm_mask", "--corpus", CORPUS_DIR, "--out", BASE_DIR],
-        deps=("corpus", "pretrain_vae_mask", "pretrain_ldm_mask"),
-        enabled=builds_base,
-    ),
-    Stage(
-        name="pretrain",
-        takes_settings=False,
-        script="make_base.py",
-        outputs=tuple(f"{BASE_DIR}/{part}" for part in ("vae", UNET_DIR, TEXT_FILE, SCHEDULER_DIR, "base.json")),
-        args=lambda ctx: ["--vae", "pretrain/vae_image", "--unet", "pretrain/ldm_image", "--corpus", CORPUS_DIR, "--out", BASE_DIR],
-        deps=("corpus", "pretrain_vae_image", "pretrain_ldm_image"),
-        enabled=builds_base,
-    ),
-    Stage(
-        name="table1",
-        reads=(),
-        script="make_table1.py",
-        uses_torch=False,
-        outputs=("tables/table1.csv", "tables/table1.md", "tables/table1.tex", "results/table1.csv"),
-        args=lambda ctx: ["--slices", "slices", "--out-dir", "tables"],
-        deps=("slices",),
-    ),
+    _row("pretrain_mask",     "make_base.py",         "",                "corpus pretrain_vae_mask pretrain_ldm_mask",
+         BASE_MASK_OUTPUTS,       _base_args("--vae-mask", "--unet-mask", "mask"),  **ON_CORPUS),
+    _row("pretrain",          "make_base.py",         "",                "corpus pretrain_vae_image pretrain_ldm_image",
+         BASE_OUTPUTS,            _base_args("--vae", "--unet", "image"),           **ON_CORPUS),
+    _row("table1",            "make_table1.py",       "",                "slices",
+         TABLE1_OUTPUTS,          _table1_args,                                     **NO_TORCH),
     # The two-step generator (SPEC §4): one instance per fold ("vae_image@fold3"), so folds can
     # run as separate jobs; each writes OUT/<stage>/fold{K}/ and resumes an interrupted training.
-    Stage(
-        name="vae_image",
-        reads=('vae_image',),
-        script="train_vae.py",
-        outputs=(f"{MODELS_DIR}/vae_image/fold{{fold}}",),
-        args=_train_vae_args("image"),
-        deps=("slices", "pretrain"),
-        preflight=check_pretrained_weights,
-        per_fold=True,
-        distributed=True,
-    ),
-    Stage(
-        name="vae_mask",
-        reads=('vae_mask',),
-        script="train_vae.py",
-        outputs=(f"{MODELS_DIR}/vae_mask/fold{{fold}}",),
-        args=_train_vae_args("mask"),
-        deps=("slices", "pretrain_mask"),
-        preflight=check_perceptual_weights,  # for all three autoencoders: one start-up check per run
-        per_fold=True,
-        distributed=True,
-    ),
-    Stage(
-        name="ldm_mask",
-        reads=('ldm_mask',),
-        script="train_ldm.py",
-        outputs=(f"{MODELS_DIR}/ldm_mask/fold{{fold}}",),
-        args=_train_ldm_args("mask", "vae_mask"),
-        deps=("slices", "vae_mask", "pretrain_mask"),
-        per_fold=True,
-        distributed=True,
-    ),
-    Stage(
-        name="ldm_ius",
-        reads=('ldm_ius',),
-        script="train_ldm.py",
-        outputs=(f"{MODELS_DIR}/ldm_ius/fold{{fold}}",),
-        args=_train_ldm_args("ius", "vae_image"),
-        deps=("slices", "vae_image", "pretrain"),
-        per_fold=True,
-        distributed=True,
-    ),
-    Stage(
-        name="sample",
-        reads=('sampling',),
-        script="sample.py",
-        outputs=(f"{SAMPLES_DIR}/fold{{fold}}",),
-        args=_sample_args,
-        deps=("slices", "vae_mask", "ldm_mask", "vae_image", "ldm_ius"),
-        per_fold=True,
-    ),
-    # --- baselines (issue 5) go here ---
+    # The autoencoders check their start-up weights (the perceptual term's: once per run, for all three).
+    _row("vae_image",         "train_vae.py",         "vae_image",       "slices pretrain",
+         _models("vae_image"),    _vae_args("image"),                               **TRAINING, preflight=check_pretrained_weights),
+    _row("vae_mask",          "train_vae.py",         "vae_mask",        "slices pretrain_mask",
+         _models("vae_mask"),     _vae_args("mask"),                                **TRAINING, preflight=check_perceptual_weights),
+    _row("ldm_mask",          "train_ldm.py",         "ldm_mask",        "slices vae_mask pretrain_mask",
+         _models("ldm_mask"),     _ldm_args("mask", "vae_mask"),                    **TRAINING),
+    _row("ldm_ius",           "train_ldm.py",         "ldm_ius",         "slices vae_image pretrain",
+         _models("ldm_ius"),      _ldm_args("ius", "vae_image"),                    **TRAINING),
+    _row("sample",            "sample.py",            "sampling",        "slices vae_mask ldm_mask vae_image ldm_ius",
+         _samples("proposed"),    _sample_args,                                     **PER_FOLD),
     # Pix2Pix baseline: mask -> image, then run on the proposed model's first N masks per fold.
-    Stage(
-        name="pix2pix",
-        reads=('pix2pix',),
-        script="train_pix2pix.py",
-        outputs=(f"{MODELS_DIR}/pix2pix/fold{{fold}}",),
-        args=lambda ctx: [
-            "--slices", "slices", "--out", f"{MODELS_DIR}/pix2pix", "--resume",
-        ],
-        deps=("slices",),
-        per_fold=True,
-        distributed=False,
-    ),
-    Stage(
-        name="sample_pix2pix",
-        reads=('pix2pix',),
-        script="sample_pix2pix.py",
-        outputs=("samples/pix2pix/fold{fold}",),
-        args=lambda ctx: [
-            "--slices", "slices", "--models", f"{MODELS_DIR}/pix2pix", "--masks", SAMPLES_DIR,
-            "--out", "samples/pix2pix", "--resume",
-        ],
-        deps=("slices", "pix2pix", "sample"),
-        per_fold=True,
-    ),
+    _row("pix2pix",           "train_pix2pix.py",     "pix2pix",         "slices",
+         _models("pix2pix"),      _pix2pix_args,                                    **PER_FOLD),
+    _row("sample_pix2pix",    "sample_pix2pix.py",    "pix2pix",         "slices pix2pix sample",
+         _samples("pix2pix"),     _sample_pix2pix_args,                             **PER_FOLD),
     # One-step baseline: a joint (image, mask) autoencoder and an unconditional LDM on its latent.
-    Stage(
-        name="vae_joint",
-        reads=('vae_joint',),
-        script="train_vae.py",
-        outputs=(f"{MODELS_DIR}/vae_joint/fold{{fold}}",),
-        args=_train_vae_args("joint"),
-        deps=("slices", "pretrain"),
-        preflight=check_pretrained_weights,
-        per_fold=True,
-        distributed=True,
-    ),
-    Stage(
-        name="ldm_onestep",
-        reads=('ldm_onestep',),
-        script="train_ldm.py",
-        outputs=(f"{MODELS_DIR}/ldm_onestep/fold{{fold}}",),
-        args=_train_ldm_args("onestep", "vae_joint"),
-        deps=("slices", "vae_joint", "pretrain"),
-        per_fold=True,
-        distributed=True,
-    ),
-    Stage(
-        name="sample_onestep",
-        reads=('sampling',),
-        script="sample.py",
-        outputs=("samples/onestep/fold{fold}",),
-        args=lambda ctx: [
-            "--model", "onestep", "--slices", "slices",
-            "--joint-vae", f"{MODELS_DIR}/vae_joint", "--onestep-ldm", f"{MODELS_DIR}/ldm_onestep",
-            "--out", "samples/onestep", "--resume",
-        ],
-        deps=("slices", "vae_joint", "ldm_onestep"),
-        per_fold=True,
-    ),
+    _row("vae_joint",         "train_vae.py",         "vae_joint",       "slices pretrain",
+         _models("vae_joint"),    _vae_args("joint"),                               **TRAINING, preflight=check_pretrained_weights),
+    _row("ldm_onestep",       "train_ldm.py",         "ldm_onestep",     "slices vae_joint pretrain",
+         _models("ldm_onestep"),  _ldm_args("onestep", "vae_joint"),                **TRAINING),
+    _row("sample_onestep",    "sample.py",            "sampling",        "slices vae_joint ldm_onestep",
+         _samples("onestep"),     _sample_onestep_args,                             **PER_FOLD),
     # ControlNet baseline: phase A (UNet on iUS) and phase B (ControlNet, UNet frozen) on the
     # proposed model's image VAE; it paints the proposed model's masks.
-    Stage(
-        name="controlnet",
-        reads=('controlnet',),
-        script="train_controlnet.py",
-        outputs=(f"{MODELS_DIR}/controlnet/fold{{fold}}",),
-        args=lambda ctx: [
-            "--slices", "slices", "--vae", f"{MODELS_DIR}/vae_image", "--out", f"{MODELS_DIR}/controlnet",
-            "--resume", *_pretrained_args(ctx, "controlnet"),
-        ],
-        deps=("slices", "vae_image", "pretrain"),
-        preflight=check_pretrained_weights,
-        per_fold=True,
-        distributed=True,
-    ),
-    Stage(
-        name="sample_controlnet",
-        reads=('sampling',),
-        script="sample.py",
-        outputs=("samples/controlnet/fold{fold}",),
-        args=lambda ctx: [
-            "--model", "controlnet", "--slices", "slices", "--image-vae", f"{MODELS_DIR}/vae_image",
-            "--controlnet", f"{MODELS_DIR}/controlnet", "--masks", SAMPLES_DIR,
-            "--out", "samples/controlnet", "--resume",
-        ],
-        deps=("slices", "controlnet", "vae_image", "sample"),
-        per_fold=True,
-    ),
-    # --- evaluation ---
-    Stage(
-        name="evaluate_masks",
-        reads=(),
-        script="evaluate_masks.py",
-        uses_torch=False,
-        outputs=(
-            *(f"tables/table{n}.{ext}" for n in (3, 4) for ext in ("csv", "md", "tex")),
-            *(f"figures/fig{n}.{ext}" for n in (4, 6) for ext in ("png", "pdf")),
-            "metrics/masks",
-            "results/table3_4.csv",
-        ),
-        args=lambda ctx: [
-            "--slices", "slices", "--generated", SAMPLES_DIR,
-            "--tables", "tables", "--figures", "figures", "--metrics", "metrics/masks",
-            "--results", "results/table3_4.csv",
-        ],
-        deps=("slices", "sample"),
-    ),
-    Stage(
-        name="downstream",
-        reads=('downstream',),
-        script="downstream_nnunet.py",
-        outputs=(
-            *(f"downstream/{name}" for name in ("entries.csv", "per_image.csv", "summary.json", "options.json", "predictions")),
-            "downstream/nnunet/nnUNet_preprocessed/Dataset901_IUS/splits_final.json",
-            "figures/fig9.png", "figures/fig9.pdf",
-            "tables/fig9.csv", "tables/fig9.md", "tables/fig9.tex",
-            "results/fig9.csv",
-        ),
-        volatile=("downstream/nnunet", "downstream/logs"),
-        args=_downstream_args,
-        deps=("slices", "sample"),
-    ),
-    # --- Table 2 and Figs. 3, 5, 7, 8, 10 (issue 6) go here ---
-    Stage(
-        name="evaluate_images",
-        reads=('evaluate_images',),
-        script="evaluate_images.py",
-        outputs=(
-            *(f"tables/table2.{ext}" for ext in ("csv", "md", "tex")),
-            "figures/fig8.png", "figures/fig8.pdf", "metrics/images", "results/table2.csv",
-        ),
-        volatile=("logs/evaluate_images",),
-        args=lambda ctx: [
-            "--slices", "slices", "--samples", "samples", "--models", "proposed,pix2pix,controlnet,onestep",
-            "--tables", "tables", "--figures", "figures", "--metrics", "metrics/images",
-            "--results", "results/table2.csv", "--downstream", "downstream", "--logs", "logs/evaluate_images",
-            "--image-vae", f"{MODELS_DIR}/vae_image",
-            *(["--medsam-checkpoint", str(medsam_checkpoint(ctx))] if "medsam_checkpoint" in ctx.profile["evaluate_images"] else []),
-        ],
-        deps=("slices", "vae_image", "sample", "sample_pix2pix", "sample_controlnet", "sample_onestep", "downstream"),
-        preflight=check_medsam_weights,
-    ),
-    Stage(
-        name="figures",
-        reads=(),
-        script="make_figures.py",
-        uses_torch=False,
-        outputs=(
-            *(f"figures/{name}.{ext}" for name in ("fig3", "fig5", "fig7", "fig10", "contact_sheet") for ext in ("png", "pdf")),
-            "metrics/figures",
-        ),
-        args=lambda ctx: [
-            "--slices", "slices", "--samples", "samples", "--figures", "figures",
-            "--options", "metrics/figures/options.json",
-        ],
-        deps=("slices", "sample", "sample_pix2pix", "sample_controlnet", "sample_onestep"),
-    ),
-    Stage(
-        name="report",
-        reads=(),
-        script="make_report.py",
-        outputs=(),
-        volatile=("report.md",),
-        args=lambda ctx: ["--results", "results", "--out", "report.md"],
-        deps=("table1", "evaluate_masks", "downstream", "evaluate_images", "figures"),
-    ),
+    _row("controlnet",        "train_controlnet.py",  "controlnet",      "slices vae_image pretrain",
+         _models("controlnet"),   _controlnet_args,                                 **TRAINING, preflight=check_pretrained_weights),
+    _row("sample_controlnet", "sample.py",            "sampling",        "slices controlnet vae_image sample",
+         _samples("controlnet"),  _sample_controlnet_args,                          **PER_FOLD),
+    # Evaluation: Tables 2-4, Figs. 3-10 and the report.
+    _row("evaluate_masks",    "evaluate_masks.py",    "",                "slices sample",
+         MASK_METRICS_OUTPUTS,    _evaluate_masks_args,                             **NO_TORCH),
+    _row("downstream",        "downstream_nnunet.py", "downstream",      "slices sample",
+         DOWNSTREAM_OUTPUTS,      _downstream_args,                                 **DOWNSTREAM_VOLATILE),
+    _row("evaluate_images",   "evaluate_images.py",   "evaluate_images", f"slices vae_image {SAMPLE_SETS} downstream",
+         IMAGE_METRICS_OUTPUTS,   _evaluate_images_args,                            **IMAGE_METRICS_VOLATILE, preflight=check_medsam_weights),
+    _row("figures",           "make_figures.py",      "",                f"slices {SAMPLE_SETS}",
+         FIGURES_OUTPUTS,         _figures_args,                                    **NO_TORCH),
+    _row("report",            "make_report.py",       "",                RESULTS,
+         (),                      _report_args,                                     **REPORT_VOLATILE),
 ]
