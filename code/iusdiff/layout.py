@@ -2,11 +2,11 @@
 
 The pipeline runs each script inside the output folder (OUT) with relative paths (see
 iusdiff.pipeline), so the names below are strings relative to OUT; the per-fold helpers take
-any root, a script's ``--out`` or an input folder. The README's "What the default run produces"
-describes the same tree::
+any root, a script's ``--out`` or an input folder. docs/pipeline.md ("What the default run
+produces") describes the same tree::
 
     phantom/RESECT/, phantom/RESECT_segmentation/   the embedded phantom, in RESECT's layout
-    slices/                    the prepared 2-D slices, slices.csv and splits.json
+    slices/                    the prepared 2-D slices, slices.csv and splits.json (SPEC §3)
     pretrain/corpus/           the CPU profiles' outside pretraining corpus (iusdiff.corpus)
     pretrain/<part>/fold0/     a base model trained on it (fold 0: the corpus's own split)
     pretrain/base/             the base assembled in SD-1.5's layout (part names: iusdiff.weights)
@@ -14,7 +14,7 @@ describes the same tree::
                                validation.csv, options.json; the ControlNet baseline has one
                                such folder per phase, fold{K}/phase_a/ and fold{K}/phase_b/
     samples/<model>/fold{K}/   generated pairs in the sample contract (iusdiff.samples)
-    metrics/<kind>/            per-mask and per-image metrics behind Tables 2-4 and Fig. 8
+    metrics/<kind>/            per-mask and per-image metrics behind Tables 2-4 and Fig. 8 (SPEC §5)
     downstream/                the nnU-Net study (iusdiff.downstream); predictions/fold{K}_R{R}/
     tables/, figures/          the paper's tables (.csv, .md, .tex) and figures (.png, .pdf)
     results/                   every reproduced number in long format; report.md beside it
@@ -25,6 +25,7 @@ Stage instances of a per-fold stage are named ``<stage>@fold{K}`` after the same
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 # Top-level folders and files of OUT.
@@ -76,35 +77,19 @@ def per_fold(folder: str) -> str:
     return f"{folder}/{FOLD_PATTERN}"
 
 
-def pretrain_dir(part: str) -> str:
-    return f"{PRETRAIN_DIR}/{part}"
+def _inside(folder: str, suffix: str = "") -> Callable[[str], str]:
+    """``name -> folder/<name><suffix>``: one entry of a top-level folder."""
+    return lambda name: f"{folder}/{name}{suffix}"
 
 
-def models_dir(model: str) -> str:
-    return f"{MODELS_DIR}/{model}"
-
-
-def samples_dir(model: str) -> str:
-    return f"{SAMPLES_ROOT}/{model}"
-
-
-SAMPLES_DIR = samples_dir("proposed")  # the two-step generator's pairs
-
-
-def metrics_dir(kind: str) -> str:
-    return f"{METRICS_DIR}/{kind}"
-
-
-def logs_dir(stage: str) -> str:
-    return f"{LOGS_DIR}/{stage}"
-
-
-def settings_file(stage: str) -> str:
-    return f"{SETTINGS_DIR}/{stage}.json"
-
-
-def result_file(name: str) -> str:
-    return f"{RESULTS_DIR}/{name}.csv"
+pretrain_dir = _inside(PRETRAIN_DIR)            # pretrain/<part>: a base model's training
+models_dir = _inside(MODELS_DIR)                # models/<model>: its per-fold trainings
+samples_dir = _inside(SAMPLES_ROOT)             # samples/<model>: its generated sets
+metrics_dir = _inside(METRICS_DIR)              # metrics/<kind>: masks, images, figures
+logs_dir = _inside(LOGS_DIR)                    # logs/<stage>
+settings_file = _inside(SETTINGS_DIR, ".json")  # settings/<stage>.json
+result_file = _inside(RESULTS_DIR, ".csv")      # results/<name>.csv
+SAMPLES_DIR = samples_dir("proposed")           # the two-step generator's pairs
 
 
 def table_files(*names: str) -> tuple[str, ...]:
