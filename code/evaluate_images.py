@@ -87,7 +87,7 @@ def parse_args(argv):
                         "when the checkpoint exists, else the stand-in")
     parser.add_argument("--medsam-checkpoint", type=Path, default=Path("weights/medsam_vit_b.pth"))
     parser.add_argument("--downstream", type=Path, default=Path(DOWNSTREAM_DIR), help="downstream study folder (stand-in segmenter)")
-    parser.add_argument("--folds", type=cases_argument, default=[1, 2, 3, 4, 5])
+    parser.add_argument("--folds", type=cases_argument, help="folds to evaluate (default: the settings' folds)")
     parser.add_argument("--fid-max-images", type=int, help="images per set for FID/KID, 0 = all (default: the settings')")
     parser.add_argument("--feature-cache", type=Path, default=Path("cache/inception"), help="Inception features by content hash")
     parser.add_argument("--logs", type=Path, default=Path("logs/evaluate_images"), help="nnU-Net's output while it loads")
@@ -306,6 +306,7 @@ def number_labels(profile, models, inputs, extractor, cap, seg_labels) -> dict[t
 def main(argv=None) -> int:
     args = parse_args(argv)
     settings = load_stage_settings(args, ["evaluate_images"])
+    args.folds = args.folds or settings["profile"]["folds"]
     profile, cfg = settings["profile"], settings["sections"]["evaluate_images"]
     args.device = args.device or cfg["device"]
     args.segmenter = args.segmenter or cfg["segmenter"]

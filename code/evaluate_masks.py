@@ -49,7 +49,7 @@ def parse_args(argv):
     parser.add_argument("--figures", type=Path, default=Path(FIGURES_DIR))
     parser.add_argument("--metrics", type=Path, default=Path(metrics_dir("masks")))
     parser.add_argument("--results", type=Path, default=Path("results/table3_4.csv"), help="long-format numbers for the report")
-    parser.add_argument("--folds", type=cases_argument, default=[1, 2, 3, 4, 5])
+    parser.add_argument("--folds", type=cases_argument, help="folds to evaluate (default: the settings' folds)")
     return parser.parse_args(argv)
 
 
@@ -82,7 +82,8 @@ def write_rows(path: Path, rows: list[dict[str, object]]) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    label_data = load_stage_settings(args, [])["profile"]["provenance"]
+    profile = load_stage_settings(args, [])["profile"]
+    label_data, args.folds = profile["provenance"], args.folds or profile["folds"]
     dataset = load_dataset(args.slices)
     label = generator_label(args.generated)
     results, example = [], None

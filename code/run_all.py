@@ -22,13 +22,12 @@ from pathlib import Path
 from iusdiff import __version__
 from iusdiff.cli import run
 from iusdiff.config import PROFILES, load_profile, provenance
+from iusdiff.errors import InputError
 from iusdiff.io import write_json
 from iusdiff.pipeline import MANIFEST, Context, StageFailed, plan_pipeline, publish, run_pipeline, startup_checks, verify
 from iusdiff.settings import resolve, show_settings
-from iusdiff.splits import paper_folds
 from iusdiff.stages import STAGES, data_roots, weights_root
 
-FOLDS = tuple(f.fold for f in paper_folds())
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +45,7 @@ def parse_args(argv):
     parser.add_argument("--weights", type=Path, help="folder holding the profile's weights: the SD-1.5 folder and "
                         "medsam_vit_b.pth (default: weights/ in the repository)")
     parser.add_argument("--force", nargs="+", default=[], metavar="STAGE", help="rerun these stages even if up to date")
-    parser.add_argument("--fold", type=int, choices=FOLDS, help="run only the shared data stages and this fold's work")
+    parser.add_argument("--fold", type=int, help="run only the shared data stages and this fold's work (one of the profile's folds)")
     parser.add_argument("--stage", help="run only this stage (all its folds, or --fold's)")
     parser.add_argument("--jobs", type=int, help="fold instances of a stage run side by side (default: CPU cores / the profile's threads; 1 without pinned threads)")
     parser.add_argument("--no-stage-host", dest="stage_host", action="store_false", help="start a fresh Python per stage "
@@ -83,6 +82,9 @@ def main(argv=None) -> int:
     if args.show_settings:
         print(show_settings(resolve(args.profile, tuple(args.overrides))))
         return 0
+    folds = profile["folds"]
+    if args.fold is not None and args.fold not in folds:
+        raise InputError(f"--fold {args.fold}: profile '{args.profile}' runs folds {folds}")
     out = (args.out or REPO / "outputs" / args.profile).resolve()
     if args.verify:
         problems = verify(out)
@@ -100,7 +102,7 @@ def main(argv=None) -> int:
             print(f"{stage.name:<{width}} {'on ' if stage.enabled(ctx) else 'off'}  {scope:<8}  code/{stage.script}")
         return 0
     if args.plan:
-        rows = plan_pipeline(ctx, STAGES, FOLDS, fold=args.fold, only=args.stage, force=args.force)
+        rows = plan_pipeline(ctx, STAGES, folds, fold=args.fold, only=args.stage, force=args.force)
         width = max(len(name) for name, _ in rows)
         for name, reason in rows:
             print(f"{name:<{width}}  {'up to date' if reason is None else 'runs: ' + reason}")
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
     started = time.monotonic()
     try:
         jobs = args.jobs or default_jobs(profile)
-        summary = run_pipeline(ctx, STAGES, force=args.force, folds=FOLDS, fold=args.fold, only=args.stage, jobs=jobs,
+        summary = run_pipeline(ctx, STAGES, force=args.force, folds=folds, fold=args.fold, only=args.stage, jobs=jobs,
                                stage_host=args.stage_host)
     except StageFailed as exc:
         print(f"run_all: {exc}; finished stages are kept, rerun to continue", file=sys.stderr)

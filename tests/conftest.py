@@ -136,11 +136,27 @@ def smoke_base(tmp_path_factory) -> Path:
     return root
 
 
+SMOKE_GROUP = "smoke_run"
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """One run of the smoke profile (./run_all.sh --profile smoke), shared by the end-to-end test
+    and the tests that read its outputs (the downstream study); they all run on one pytest worker
+    (the xdist group below), the end-to-end test last, as it tampers with the folder."""
+    out = tmp_path_factory.mktemp("smoke_run") / "smoke"
+    result = run_script("run_all.sh", "--profile", "smoke", "--out", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items) -> None:
-    """The end-to-end smoke run is by far the longest test: collect it first, so that the two
-    pytest workers (pyproject's ``-n 2 --dist loadfile``) start it at once and one of them runs
-    everything else beside it (``--no-loadscope-reorder``: xdist would otherwise hand out the
-    files with the most tests first, and this one, with three, minutes late. On clean clones the
-    suite took 643 s that way, and 582 s and 641 s in this order: the two workers share two cores,
-    so the end-to-end test now runs beside the rest from the start, 420-600 s)."""
-    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
+    """Schedule by file, as ``--dist loadfile`` would, except that every test using the smoke run
+    goes to one worker (``--dist loadgroup``): the run is made once. That group is collected first,
+    so one worker starts it at once and the other runs everything else beside it, and its
+    end-to-end test comes last in it."""
+    for item in items:
+        group = SMOKE_GROUP if "smoke_run" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: ("smoke_run" not in getattr(item, "fixturenames", ()), item.get_closest_marker("e2e") is not None))

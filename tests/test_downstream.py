@@ -140,21 +140,18 @@ def test_script_reports_bad_input_in_one_line(slices, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def smoke_run(slices, samples, tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("downstream")
-    out, tables = root / "downstream", root / "tables"
-    args = ("--slices", slices, "--samples", samples, "--out", out, "--profile", "smoke", "--folds", "1", "--ratios", "0,1",
-            "--trainer", "nnUNetTrainer_iusdiffSmoke", "--device", "cpu", "--workers", "1", "--fig-dir", root / "figures", "--table-dir", tables,
-            "--results", root / "results" / "fig9.csv")
-    result = run_script("downstream_nnunet.py", *args)
-    assert result.returncode == 0, result.stdout + result.stderr
-    again = run_script("downstream_nnunet.py", *args)
+def study(smoke_run) -> tuple[Path, str]:
+    """The smoke run's downstream study (fold 1, R = 0-3, the two-step generator's pairs), and
+    what its script printed when run again with the runner's arguments: nothing is retrained."""
+    argv = json.loads((smoke_run / ".stages" / "downstream.json").read_text())["argv"]
+    again = run_script("downstream_nnunet.py", *argv, cwd=smoke_run)
     assert again.returncode == 0, again.stdout + again.stderr
-    return root, again.stdout
+    return smoke_run, again.stdout
 
 
-def test_raw_dataset_passed_nnunets_integrity_check(smoke_run, slices):
-    root, _ = smoke_run
+def test_raw_dataset_passed_nnunets_integrity_check(study):
+    root, _ = study
+    slices = root / "slices"
     work = ds.Workspace(root / "downstream")
     assert "verify_dataset_integrity Done" in (work.logs / "verify_dataset_integrity.txt").read_text()
     meta = json.loads((work.raw / "dataset.json").read_text())
@@ -166,8 +163,8 @@ def test_raw_dataset_passed_nnunets_integrity_check(smoke_run, slices):
         assert set(np.unique(load_png(label))) <= {0, 1}
 
 
-def test_integrity_check_failure_is_an_input_error(smoke_run, tmp_path):
-    root, _ = smoke_run
+def test_integrity_check_failure_is_an_input_error(study, tmp_path):
+    root, _ = study
     work = ds.Workspace(tmp_path / "copy")
     shutil.copytree(ds.Workspace(root / "downstream").raw, work.raw)
     label = next((work.raw / "labelsTr").glob("syn_*.png"))
@@ -176,39 +173,39 @@ def test_integrity_check_failure_is_an_input_error(smoke_run, tmp_path):
         ds.verify_raw_dataset(work, workers=1)
 
 
-def test_smoke_run_trains_predicts_and_reports(smoke_run, slices):
-    root, rerun_stdout = smoke_run
-    out = root / "downstream"
+def test_smoke_run_trains_predicts_and_reports(study):
+    root, rerun_stdout = study
+    out, ratios = root / "downstream", (0, 1, 2, 3)
     splits = json.loads((out / "nnunet" / "nnUNet_preprocessed" / ds.DATASET_NAME / "splits_final.json").read_text())
-    assert len(splits) == 2 and not any(c.startswith("syn_") for c in splits[0]["train"] + splits[0]["val"] + splits[1]["val"])
-    assert (out / "entries.csv").read_text().splitlines()[1:] == [f"0,1,0,{len(splits[0]['train'])},0,{len(splits[0]['val'])}",
-                                                                  f"1,1,1,{len(splits[0]['train'])},{len(splits[0]['train'])},{len(splits[0]['val'])}"]
+    assert len(splits) == len(ratios) and not any(c.startswith("syn_") for s in splits for c in s["val"])
+    n_train = len(splits[0]["train"])
+    assert all(sum(not c.startswith("syn_") for c in s["train"]) == n_train for s in splits)  # the same real images at every R
+    assert (out / "entries.csv").read_text().splitlines()[1:] == [f"{r},1,{r},{n_train},{r * n_train},{len(splits[0]['val'])}" for r in ratios]
     results = out / "nnunet" / "nnUNet_results" / ds.DATASET_NAME / "nnUNetTrainer_iusdiffSmoke__nnUNetPlans__2d"
-    assert (results / "fold_0" / "checkpoint_final.pth").is_file() and (results / "fold_1" / "checkpoint_final.pth").is_file()
-    n_test = len(load_dataset(slices).select(1, "test"))
+    assert all((results / f"fold_{r}" / "checkpoint_final.pth").is_file() for r in ratios)
+    n_test = len(load_dataset(root / "slices").select(1, "test"))
     rows = ds.read_per_image(out / "per_image.csv")
-    assert len(rows) == 2 * n_test and {(r["fold"], r["R"]) for r in rows} == {(1, 0), (1, 1)}
+    assert len(rows) == len(ratios) * n_test and {(r["fold"], r["R"]) for r in rows} == {(1, r) for r in ratios}
     assert all(0.0 <= r["dice"] <= 1.0 and (r["hd95"] >= 0 or math.isinf(r["hd95"])) for r in rows)
-    for entry in ("fold1_R0", "fold1_R1"):
+    for entry in (f"fold1_R{r}" for r in ratios):
         predictions = sorted((out / "predictions" / entry).glob("*.png"))
         assert len(predictions) == n_test and set(np.unique(load_png(predictions[0]))) <= {0, 1}
     for path in ("figures/fig9.png", "figures/fig9.pdf", "tables/fig9.csv", "tables/fig9.tex"):
         assert (root / path).is_file(), path
     table = (root / "tables" / "fig9.md").read_text()
-    assert "synthetic phantom data" in table and STANDIN_LABEL in table and "0.679" in table
+    assert "synthetic phantom data" in table and "0.679" in table
     numbers = {n.key: n for n in read_results(root / "results")}
-    assert {"R0 · DSC · mean", "R1 · HD · mean", "Wilcoxon R0 vs R1 · HD · p"} <= set(numbers)
-    assert STANDIN_LABEL in numbers["R0 · DSC · mean"].label
+    assert {"R0 · DSC · mean", "R3 · HD · mean", "Wilcoxon R0 vs R1 · HD · p", "Friedman · DSC · chi2"} <= set(numbers)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["ratios"] == [0, 1] and "1" in summary["metrics"]["hd95"]["wilcoxon_R0_vs"]
-    assert rerun_stdout.count("already trained, predictions up to date") == 2  # rerun: finished entries skipped
+    assert summary["ratios"] == list(ratios) and "3" in summary["metrics"]["hd95"]["wilcoxon_R0_vs"]
+    assert rerun_stdout.count("already trained, predictions up to date") == len(ratios)  # rerun: finished entries skipped
 
 
-def test_fold_predictor_gives_the_stock_predictors_logits_loading_weights_once(smoke_run, monkeypatch):
+def test_fold_predictor_gives_the_stock_predictors_logits_loading_weights_once(study, monkeypatch):
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    root, _ = smoke_run
+    root, _ = study
     work = ds.Workspace(root / "downstream")
     monkeypatch.setenv("nnUNet_extTrainer", str(ds.TRAINERS_DIR))
     results = work.results("nnUNetTrainer_iusdiffSmoke")
@@ -224,11 +221,11 @@ def test_fold_predictor_gives_the_stock_predictors_logits_loading_weights_once(s
     assert not loads
 
 
-def test_cpu_training_is_repeatable(smoke_run, tmp_path, monkeypatch):
+def test_cpu_training_is_repeatable(study, tmp_path, monkeypatch):
     """Same entry, same seed, fresh results folder: identical weights (in-process data augmentation)."""
     import torch
 
-    root, _ = smoke_run
+    root, _ = study
     source = ds.Workspace(root / "downstream")
     work = ds.Workspace(tmp_path / "again")
     shutil.copytree(source.nnunet / "nnUNet_preprocessed", work.nnunet / "nnUNet_preprocessed")

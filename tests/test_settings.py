@@ -23,7 +23,7 @@ FORMERLY_IMPLICIT = {
 }
 # Top-level keys new to the schema; unused where they did not exist (phantom profiles ignore the
 # RESECT roots; ``threads = 0`` is the paper profile's "not pinned", formerly an absent key).
-NEW_TOP = {"base", "resect_root", "seg_root", "stable_diffusion", "threads"}
+NEW_TOP = {"base", "folds", "resect_root", "seg_root", "stable_diffusion", "threads"}
 
 
 def _compare(old: dict, new: dict, where: str, new_keys: set[str] = frozenset()) -> list[str]:

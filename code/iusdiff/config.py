@@ -16,12 +16,13 @@ from typing import Any
 from iusdiff.errors import InputError
 from iusdiff.io import write_json
 from iusdiff.settings import profile_names, resolve
-from iusdiff.splits import CASES, check_cases
+from iusdiff.splits import CASES, check_cases, paper_folds
 from iusdiff.weights import weight_deviations
 
 PROFILES = profile_names()
-# The profile keys every stage is handed: its identity, data, size and thread pinning.
-STAGE_KEYS = ("name", "data", "size", "cases", "threads")
+FOLDS = tuple(f.fold for f in paper_folds())
+# The profile keys every stage is handed: its identity, data, size, folds and thread pinning.
+STAGE_KEYS = ("name", "data", "size", "cases", "folds", "threads")
 
 
 def load_profile(name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -31,8 +32,15 @@ def load_profile(name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     profile = dict(resolve(name, tuple(overrides)).values)
     profile["name"] = name
     profile["cases"] = CASES if profile["cases"] == "all" else check_cases(profile["cases"])
+    check_folds(profile["folds"])
     profile["deviations"] = weight_deviations(profile)
     return profile
+
+
+def check_folds(folds: Sequence[int]) -> None:
+    """A profile's folds: some of the paper's five, each once."""
+    if not folds or len(set(folds)) != len(folds) or not set(folds) <= set(FOLDS):
+        raise InputError(f"folds = {list(folds)}: expected some of the paper's folds {list(FOLDS)}, each once")
 
 
 def provenance(profile: dict[str, Any]) -> str:

@@ -50,6 +50,7 @@ class Profile:
     data: Literal["phantom", "resect"]  # the embedded phantom, or RESECT + RESECT-SEG
     cases: Union[Literal["all"], list[int]]  # RESECT case numbers, or "all" 23
     size: int  # slice side in pixels
+    folds: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5])  # the paper's folds a run covers
     threads: int = 0  # CPU threads per stage process (pinned: checksums do not depend on the core count); 0 = not pinned
     base: Literal["corpus", "stable_diffusion"] = "corpus"  # what per-fold models start from: a base pretrained in the run, or SD-1.5
     resect_root: str = "data/RESECT"  # RESECT root, relative to the repository (run_all.sh --resect-root wins)
