@@ -60,7 +60,18 @@ from iusdiff.fidelity import (
 )
 from iusdiff.figures import fig8
 from iusdiff.io import atomic_path, load_mask_png, load_png, save_png
-from iusdiff.layout import DOWNSTREAM_DIR, FIGURES_DIR, TABLES_DIR, fold_dir, fold_name, metrics_dir, model_dir
+from iusdiff.layout import (
+    CACHE_DIR,
+    DOWNSTREAM_DIR,
+    FIGURES_DIR,
+    TABLES_DIR,
+    fold_dir,
+    fold_name,
+    logs_dir,
+    metrics_dir,
+    model_dir,
+    result_file,
+)
 from iusdiff.plotting import save_figure
 from iusdiff.results import write_results
 from iusdiff.samples import Sample
@@ -82,15 +93,15 @@ def parse_args(argv):
     parser.add_argument("--tables", type=Path, default=Path(TABLES_DIR))
     parser.add_argument("--figures", type=Path, default=Path(FIGURES_DIR))
     parser.add_argument("--metrics", type=Path, default=Path(metrics_dir("images")))
-    parser.add_argument("--results", type=Path, default=Path("results/table2.csv"), help="long-format numbers for the report")
+    parser.add_argument("--results", type=Path, default=Path(result_file("table2")), help="long-format numbers for the report")
     parser.add_argument("--segmenter", choices=("medsam", "standin", "auto"), help="default: the settings'; auto = MedSAM "
                         "when the checkpoint exists, else the stand-in")
     parser.add_argument("--medsam-checkpoint", type=Path, default=Path("weights/medsam_vit_b.pth"))
     parser.add_argument("--downstream", type=Path, default=Path(DOWNSTREAM_DIR), help="downstream study folder (stand-in segmenter)")
     parser.add_argument("--folds", type=cases_argument, help="folds to evaluate (default: the settings' folds)")
     parser.add_argument("--fid-max-images", type=int, help="images per set for FID/KID, 0 = all (default: the settings')")
-    parser.add_argument("--feature-cache", type=Path, default=Path("cache/inception"), help="Inception features by content hash")
-    parser.add_argument("--logs", type=Path, default=Path("logs/evaluate_images"), help="nnU-Net's output while it loads")
+    parser.add_argument("--feature-cache", type=Path, default=Path(CACHE_DIR, "inception"), help="Inception features by content hash")
+    parser.add_argument("--logs", type=Path, default=Path(logs_dir("evaluate_images")), help="nnU-Net's output while it loads")
     parser.add_argument("--image-vae", type=Path, help="train_vae.py --kind image output (fold{K}/model): adds its "
                         "reconstructions' FID/KID as a reference")
     parser.add_argument("--vae-batch", type=positive_int, default=16, help="real images per image-VAE call for the "

@@ -21,7 +21,7 @@ from iusdiff.cli import cases_argument, run, save_options
 from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_path, load_mask_png
-from iusdiff.layout import FIGURES_DIR, TABLES_DIR, fold_dir, fold_name, metrics_dir
+from iusdiff.layout import FIGURES_DIR, TABLES_DIR, fold_dir, fold_name, metrics_dir, result_file
 from iusdiff.mask_eval import (
     compare_fold,
     nonempty_prefix,
@@ -48,7 +48,7 @@ def parse_args(argv):
     parser.add_argument("--tables", type=Path, default=Path(TABLES_DIR))
     parser.add_argument("--figures", type=Path, default=Path(FIGURES_DIR))
     parser.add_argument("--metrics", type=Path, default=Path(metrics_dir("masks")))
-    parser.add_argument("--results", type=Path, default=Path("results/table3_4.csv"), help="long-format numbers for the report")
+    parser.add_argument("--results", type=Path, default=Path(result_file("table3_4")), help="long-format numbers for the report")
     parser.add_argument("--folds", type=cases_argument, help="folds to evaluate (default: the settings' folds)")
     return parser.parse_args(argv)
 

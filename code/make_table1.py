@@ -11,6 +11,7 @@ from pathlib import Path
 
 from iusdiff.cli import run
 from iusdiff.config import add_settings_arguments, load_stage_settings
+from iusdiff.layout import result_file
 from iusdiff.slices import load_dataset
 from iusdiff.results import write_results
 from iusdiff.table1 import build_table1, table1_numbers
@@ -22,7 +23,7 @@ def parse_args(argv):
     parser.add_argument("--slices", type=Path, required=True, help="folder written by prepare_data.py")
     parser.add_argument("--out-dir", type=Path, required=True, help="where table1.{csv,md,tex} go")
     add_settings_arguments(parser)
-    parser.add_argument("--results", type=Path, default=Path("results/table1.csv"), help="long-format numbers for the report")
+    parser.add_argument("--results", type=Path, default=Path(result_file("table1")), help="long-format numbers for the report")
     return parser.parse_args(argv)
 
 

@@ -18,6 +18,7 @@ produces") describes the same tree::
     downstream/                the nnU-Net study (iusdiff.downstream); predictions/fold{K}_R{R}/
     tables/, figures/          the paper's tables (.csv, .md, .tex) and figures (.png, .pdf)
     results/                   every reproduced number in long format; report.md beside it
+    cache/                     content-addressed caches (Inception features)
     logs/, settings/<stage>.json, .stages/, checksums.sha256   the runner's bookkeeping
 
 Stage instances of a per-fold stage are named ``<stage>@fold{K}`` after the same pattern.
@@ -42,6 +43,7 @@ METRICS_DIR = "metrics"
 DOWNSTREAM_DIR = "downstream"
 TABLES_DIR, FIGURES_DIR, RESULTS_DIR = "tables", "figures", "results"
 LOGS_DIR = "logs"
+CACHE_DIR = "cache"  # content-addressed caches (Inception features), outside the checksums
 REPORT_FILE = "report.md"
 SETTINGS_DIR = "settings"  # settings/<stage>.json: what each stage was handed
 STATE_DIR = ".stages"      # .stages/<stage instance>.json: the runner's record of each stage
