@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -136,27 +137,28 @@ def smoke_base(tmp_path_factory) -> Path:
     return root
 
 
-SMOKE_GROUP = "smoke_run"
-
-
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
-    """One run of the smoke profile (./run_all.sh --profile smoke), shared by the end-to-end test
-    and the tests that read its outputs (the downstream study); they all run on one pytest worker
-    (the xdist group below), the end-to-end test last, as it tampers with the folder."""
-    out = tmp_path_factory.mktemp("smoke_run") / "smoke"
-    result = run_script("run_all.sh", "--profile", "smoke", "--out", out)
-    assert result.returncode == 0, result.stdout + result.stderr
+    """One run of the smoke profile (./run_all.sh --profile smoke) per test session, shared by the
+    end-to-end test and the tests that read its outputs (the downstream study), whichever pytest
+    worker they run on: the first to ask makes it under a file lock, the others wait and reuse it.
+    Users must leave it as they found it."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist workers share the parent
+    out = shared / "smoke_run"
+    with open(shared / "smoke_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "run.json").is_file():
+            result = run_script("run_all.sh", "--profile", "smoke", "--out", out)
+            assert result.returncode == 0, result.stdout + result.stderr
     return out
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items) -> None:
-    """Schedule by file, as ``--dist loadfile`` would, except that every test using the smoke run
-    goes to one worker (``--dist loadgroup``): the run is made once. That group is collected first,
-    so one worker starts it at once and the other runs everything else beside it, and its
-    end-to-end test comes last in it."""
-    for item in items:
-        group = SMOKE_GROUP if "smoke_run" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: ("smoke_run" not in getattr(item, "fixturenames", ()), item.get_closest_marker("e2e") is not None))
+    """The end-to-end smoke run is by far the longest test: collect it first, so that the two
+    pytest workers (pyproject's ``-n 2 --dist loadfile``) start it at once and one of them runs
+    everything else beside it (``--no-loadscope-reorder``: xdist would otherwise hand out the files
+    with the most tests first). Other files that read the smoke run come last, when it is done."""
+    e2e = {item.path for item in items if item.get_closest_marker("e2e") is not None}
+    readers = {item.path for item in items if "smoke_run" in item.fixturenames} - e2e
+    items.sort(key=lambda item: 0 if item.path in e2e else 2 if item.path in readers else 1)  # files stay whole

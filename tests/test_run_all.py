@@ -99,8 +99,10 @@ def test_smoke_profile_end_to_end_rerun_and_verify(smoke_run, tmp_path):
     assert run_script("run_all.sh", "--profile", "smoke", "--out", out, "--verify").returncode == 0
     manifest = (out / "checksums.sha256").read_text()
     target = next(line.split("  ", 1)[1] for line in manifest.splitlines() if line.endswith(".nii.gz"))
+    original = (out / target).read_bytes()
     (out / target).write_bytes(b"corrupted")
     failed = run_script("run_all.sh", "--profile", "smoke", "--out", out, "--verify")
+    (out / target).write_bytes(original)  # the run is shared with other tests
     assert failed.returncode == 1 and f"changed: {target}" in failed.stdout
 
     # Scale-out: folds 1 and 2 as two concurrent jobs sharing another folder (as on a cluster).
