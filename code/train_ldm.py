@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 
-from iusdiff.cli import run, save_options
+from iusdiff.cli import run
 from iusdiff.data import Augmentation, FoldData, load_fold, seed_for
 from iusdiff.errors import InputError
 from iusdiff.fid import InceptionFeatures
@@ -52,19 +52,18 @@ from iusdiff.models import (
     zero_text_embedding,
 )
 from iusdiff.runs import (
-    OPTIONS,
     add_training_arguments,
     completed,
     data_digest,
-    dataset_folds,
+    save_training_options,
     folder_digest,
     pretrained_identity,
     script_digest,
     training_config,
+    train_folds,
     training_settings,
 )
 from iusdiff.sampling import sample_images
-from iusdiff.slices import load_dataset
 from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, validation_latents
 from iusdiff.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.weights import MASK_UNET_DIR, SCHEDULER_DIR, UNET_DIR, check_pretrained
@@ -168,13 +167,8 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
     loop = LoopConfig.from_settings(cfg, resolve_steps(cfg, len(train_data), accelerator.num_processes))
     state = train(task, loop, folder, key, accelerator, args.resume, desc=f"ldm_{args.model} fold {fold}")
     if accelerator.is_main_process:
-        save_options(
-            folder / OPTIONS,
-            args,
-            fold=fold,
-            settings=cfg,
-            steps=loop.steps,
-            run_key=key,
+        save_training_options(
+            folder, args, fold, cfg, loop.steps, key,
             selection=cfg["selection"],
             best_step=state.best_step,
             best_validation_score=state.best,
@@ -184,11 +178,7 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = training_config(args, f"ldm_{args.model}")
-    dataset = load_dataset(args.slices)
-    size = dataset.image(dataset.records[0]).shape[0]
-    for fold in dataset_folds(dataset, args.fold):
-        train_fold(args, cfg, dataset, fold, size)
+    train_folds(args, training_config(args, f"ldm_{args.model}"), train_fold)
     print(f"train_ldm: {args.model} generators -> {args.out}")
     return 0
 

@@ -16,23 +16,22 @@ from __future__ import annotations
 
 import argparse
 
-from iusdiff.cli import run, save_options
+from iusdiff.cli import run
 from iusdiff.config import load_stage_settings
 from iusdiff.data import Augmentation, load_fold, seed_for
 from iusdiff.errors import InputError
 from iusdiff.layout import fold_dir
 from iusdiff.pix2pix import Pix2PixTask, check_test_mode, levels_for, resolve_schedule
 from iusdiff.runs import (
-    OPTIONS,
     add_training_arguments,
     completed,
     data_digest,
-    dataset_folds,
+    save_training_options,
     script_digest,
     settings,
+    train_folds,
     training_settings,
 )
-from iusdiff.slices import load_dataset
 from iusdiff.tasks import PairedBatches
 from iusdiff.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 
@@ -99,14 +98,9 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
     loop = LoopConfig.from_settings(cfg, schedule.steps)
     state = train(task, loop, folder, key, accelerator, args.resume, desc=f"pix2pix fold {fold}")
     if accelerator.is_main_process:
-        save_options(
-            folder / OPTIONS,
-            args,
-            fold=fold,
-            settings=cfg,
-            steps=loop.steps,
+        save_training_options(
+            folder, args, fold, cfg, loop.steps, key,
             schedule={"constant": schedule.constant, "decay": schedule.decay, "steps_per_unit": schedule.unit_steps},
-            run_key=key,
             best_step=state.best_step,
             best_validation_l1=state.best,
         )
@@ -114,11 +108,7 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = resolve_settings(args)
-    dataset = load_dataset(args.slices)
-    size = image_size(dataset)
-    for fold in dataset_folds(dataset, args.fold):
-        train_fold(args, cfg, dataset, fold, size)
+    train_folds(args, resolve_settings(args), train_fold, image_size)
     print(f"train_pix2pix: Pix2Pix generators -> {args.out}")
     return 0
 

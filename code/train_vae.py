@@ -18,7 +18,7 @@ from pathlib import Path
 
 from diffusers import AutoencoderKL
 
-from iusdiff.cli import run, save_options
+from iusdiff.cli import run
 from iusdiff.data import Augmentation, image_tensor, load_fold, mask_tensor, seed_for
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_dir
@@ -26,17 +26,16 @@ from iusdiff.layout import MODEL_DIR, fold_dir
 from iusdiff.losses import perceptual_available, perceptual_loss
 from iusdiff.models import build_vae, load_pretrained_vae
 from iusdiff.runs import (
-    OPTIONS,
     add_training_arguments,
     completed,
     data_digest,
-    dataset_folds,
+    save_training_options,
     pretrained_identity,
     script_digest,
     training_config,
+    train_folds,
     training_settings,
 )
-from iusdiff.slices import load_dataset
 from iusdiff.tasks import KINDS, PairedBatches, VaeTask, resolve_steps, set_latent_scaling, vae_channels, vae_inputs
 from iusdiff.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.weights import MASK_VAE_DIR, check_pretrained
@@ -90,13 +89,8 @@ def train_fold(args, cfg: dict, dataset, fold: int, size: int) -> None:
     state = train(task, loop, folder, key, accelerator, args.resume, desc=f"vae_{args.kind} fold {fold}")
     if accelerator.is_main_process:  # one writer of the final model (the other ranks would race it)
         scaling = finalise(folder / MODEL_DIR, cfg, args.kind, train_data, accelerator.device)
-        save_options(
-            folder / OPTIONS,
-            args,
-            fold=fold,
-            settings=cfg,
-            steps=loop.steps,
-            run_key=key,
+        save_training_options(
+            folder, args, fold, cfg, loop.steps, key,
             perceptual=note,
             best_step=state.best_step,
             best_validation_mse=state.best,
@@ -119,11 +113,7 @@ def finalise(model_dir: Path, cfg: dict, kind: str, data, device) -> dict | None
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = training_config(args, f"vae_{args.kind}")
-    dataset = load_dataset(args.slices)
-    size = dataset.image(dataset.records[0]).shape[0]
-    for fold in dataset_folds(dataset, args.fold):
-        train_fold(args, cfg, dataset, fold, size)
+    train_folds(args, training_config(args, f"vae_{args.kind}"), train_fold)
     print(f"train_vae: {args.kind} autoencoders -> {args.out}")
     return 0
 

@@ -10,16 +10,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import iusdiff
-from iusdiff.cli import parse_cases
+from iusdiff.cli import parse_cases, save_options
 from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.errors import InputError
 from iusdiff.io import sha256_file
 from iusdiff.layout import OPTIONS
 from iusdiff.digests import code_digest
-from iusdiff.slices import SliceDataset
+from iusdiff.slices import SliceDataset, load_dataset
 from iusdiff.weights import TEXT_FILE, TEXT_SUBFOLDERS, resolve_pretrained
 
 
@@ -125,3 +126,17 @@ def training_config(args: argparse.Namespace, section: str) -> dict:
     if args.steps is not None:
         cfg.pop("epochs", None)
     return cfg
+
+
+def train_folds(args: argparse.Namespace, cfg: dict, train_fold: Callable, size: Callable[[SliceDataset], int] | None = None) -> None:
+    """Train each requested fold of the slices: ``train_fold(args, cfg, dataset, fold, size)``,
+    ``size`` being the slices' side (``size(dataset)``: a script's own check of it)."""
+    dataset = load_dataset(args.slices)
+    side = size(dataset) if size is not None else dataset.image(dataset.records[0]).shape[0]
+    for fold in dataset_folds(dataset, args.fold):
+        train_fold(args, cfg, dataset, fold, side)
+
+
+def save_training_options(folder: Path, args: argparse.Namespace, fold: int, cfg: dict, steps: int, key: str, **extra) -> None:
+    """A finished fold's options.json: its command line, settings, step count and run key."""
+    save_options(folder / OPTIONS, args, fold=fold, settings=cfg, steps=steps, run_key=key, **extra)
