@@ -164,6 +164,30 @@ def test_code_digest_follows_imports_transitively(tmp_path):
     assert code_digest(script, package) != before
 
 
+@pytest.mark.parametrize("statement", ["from pkg.sub.leaf import VALUE", "from pkg.sub import leaf", "import pkg.sub.leaf",
+                                       "from pkg.sub import via_relative"])
+def test_code_digest_follows_subpackages_and_their_init_files(tmp_path, statement):
+    from iusdiff.pipeline import code_digest
+
+    package, files = tmp_path / "pkg", {
+        "__init__.py": "", "sub/__init__.py": "", "sub/leaf.py": "from pkg.other.deep import DEEP\nVALUE = 1\n",
+        "sub/via_relative.py": "from .leaf import VALUE\nfrom ..other import deep\n", "other/__init__.py": "",
+        "other/deep.py": "DEEP = 1\n", "other/unrelated.py": "X = 0\n",
+    }
+    for name, text in files.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text)
+    script = tmp_path / "script.py"
+    script.write_text(statement + "\n")
+    before = code_digest(script, package)
+    (package / "other" / "unrelated.py").write_text("X = 1\n")
+    assert code_digest(script, package) == before
+    for name in ("__init__.py", "sub/__init__.py", "sub/leaf.py", "other/__init__.py", "other/deep.py"):
+        (package / name).write_text((package / name).read_text() + "# edited\n")  # each runs on the import
+        assert code_digest(script, package) != before, name
+        before = code_digest(script, package)
+
+
 def test_volatile_outputs_are_written_but_not_checksummed(tmp_path):
     script = tmp_path / "timed.py"
     script.write_text("import pathlib, time\npathlib.Path('r').mkdir(exist_ok=True)\npathlib.Path('r/data.txt').write_text('x')\npathlib.Path('took.txt').write_text(str(time.time()))\n")
