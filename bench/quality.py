@@ -42,8 +42,8 @@ from iusdiff.fidelity import (
 )
 from iusdiff.io import load_mask_png, load_png
 from iusdiff.models import MaskConditionedUNet, MaskEmbedding, decode_latents, encode_latents
+from iusdiff.outputs.samples import fold_dir
 from iusdiff.runs import folds_argument
-from iusdiff.samples import fold_dir
 from iusdiff.sampling import sample_images
 from iusdiff.slices import load_dataset
 from iusdiff.tasks import vae_inputs

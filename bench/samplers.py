@@ -27,7 +27,7 @@ from iusdiff.fid import InceptionFeatures
 from iusdiff.fidelity import NnUNetSegmenter, fidelity, image_quality, spaced_subset, standin_model, summarise_fidelity
 from iusdiff.io import load_mask_png
 from iusdiff.models import MaskConditionedUNet
-from iusdiff.samples import read_manifest
+from iusdiff.outputs.samples import read_manifest
 from iusdiff.sampling import sample_images
 from iusdiff.slices import load_dataset
 

@@ -50,10 +50,10 @@ from iusdiff.downstream import (
 )
 from iusdiff.errors import InputError
 from iusdiff.io import write_json
-from iusdiff.plotting import save_figure
-from iusdiff.results import write_results
+from iusdiff.outputs.plotting import save_figure
+from iusdiff.outputs.results import write_results
+from iusdiff.outputs.tables import write_table
 from iusdiff.slices import load_dataset
-from iusdiff.tables import write_table
 from iusdiff.workers import map_items, stage_workers
 
 

@@ -7,7 +7,7 @@
         [--medsam-checkpoint PATH] [--downstream downstream] [--folds 1-5] [--fid-max-images N] [--image-vae DIR] \
         [--vae-batch N]
 
---samples holds one folder per model in the sample contract (iusdiff.samples); a model whose
+--samples holds one folder per model in the sample contract (iusdiff.outputs.samples); a model whose
 folder is absent is skipped and the table says so. Per fold, the first N pairs of each model are
 evaluated (N = the fold's training images). FID/KID compare them with the fold's real training
 images (at most --fid-max-images per set, 0 = all). DSC/HD95 compare a segmenter's prediction on
@@ -60,7 +60,7 @@ from iusdiff.fidelity import (
 )
 from iusdiff.figures import fig8
 from iusdiff.io import atomic_path, load_mask_png, load_png, save_png
-from iusdiff.layout import (
+from iusdiff.outputs.layout import (
     CACHE_DIR,
     DOWNSTREAM_DIR,
     FIGURES_DIR,
@@ -72,11 +72,11 @@ from iusdiff.layout import (
     model_dir,
     result_file,
 )
-from iusdiff.plotting import save_figure
-from iusdiff.results import write_results
-from iusdiff.samples import Sample
+from iusdiff.outputs.plotting import save_figure
+from iusdiff.outputs.results import write_results
+from iusdiff.outputs.samples import Sample
+from iusdiff.outputs.tables import write_table
 from iusdiff.slices import SliceDataset, load_dataset
-from iusdiff.tables import write_table
 from iusdiff.workers import map_items, stage_workers
 
 Segmenter = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (image, conditioning mask) -> {0,1} prediction

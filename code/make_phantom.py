@@ -17,8 +17,8 @@ from pathlib import Path
 
 from iusdiff.cli import cases_argument, run, save_options
 from iusdiff.io import atomic_dir
+from iusdiff.outputs.plotting import save_figure, slice_montage
 from iusdiff.phantom import write_phantom
-from iusdiff.plotting import save_figure, slice_montage
 from iusdiff.splits import CASES, check_cases
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from iusdiff.cli import run
 from iusdiff.config import add_settings_arguments, load_stage_settings
-from iusdiff.layout import result_file
+from iusdiff.outputs.layout import result_file
+from iusdiff.outputs.results import write_results
+from iusdiff.outputs.tables import write_table
 from iusdiff.slices import load_dataset
-from iusdiff.results import write_results
 from iusdiff.table1 import build_table1, table1_numbers
-from iusdiff.tables import write_table
 
 
 def parse_args(argv):

@@ -58,9 +58,10 @@ from iusdiff.data import load_fold, seed_for
 from iusdiff.errors import InputError
 from iusdiff.fid import InceptionFeatures
 from iusdiff.io import atomic_dir, atomic_path, load_mask_png, save_png
-from iusdiff.layout import fold_dir, model_dir
 from iusdiff.metrics import mmd2_unbiased
 from iusdiff.models import MaskConditionedUNet, load_unconditional
+from iusdiff.outputs.layout import fold_dir, model_dir
+from iusdiff.outputs.samples import read_manifest
 from iusdiff.runs import (
     OPTIONS,
     completed,
@@ -71,7 +72,6 @@ from iusdiff.runs import (
     script_digest,
     settings,
 )
-from iusdiff.samples import read_manifest
 from iusdiff.sampling import SAMPLERS, sample_images, sample_joint, sample_masks
 from iusdiff.slices import load_dataset
 from iusdiff.training import run_key, set_determinism

@@ -31,6 +31,7 @@ from accelerate import Accelerator
 from diffusers import AutoencoderKL
 
 from iusdiff.cli import run, save_options
+from iusdiff.config import load_stage_settings
 from iusdiff.controlnet import (
     CONDITIONING_CHANNELS,
     CONTROLNET_DIR,
@@ -38,10 +39,8 @@ from iusdiff.controlnet import (
     ControlNetTask,
     build_controlnet,
 )
-from iusdiff.config import load_stage_settings
 from iusdiff.data import Augmentation, load_fold, seed_for
 from iusdiff.errors import InputError
-from iusdiff.layout import fold_dir, model_dir
 from iusdiff.models import (
     WEIGHT_DTYPES,
     PromptedUNet,
@@ -52,6 +51,7 @@ from iusdiff.models import (
     vae_factor,
     zero_text_embedding,
 )
+from iusdiff.outputs.layout import fold_dir, model_dir
 from iusdiff.runs import (
     OPTIONS,
     add_training_arguments,

@@ -36,7 +36,6 @@ from iusdiff.cli import run
 from iusdiff.data import Augmentation, FoldData, load_fold, seed_for
 from iusdiff.errors import InputError
 from iusdiff.fid import InceptionFeatures
-from iusdiff.layout import fold_dir, model_dir
 from iusdiff.metrics import fid_from_features
 from iusdiff.models import (
     WEIGHT_DTYPES,
@@ -51,6 +50,7 @@ from iusdiff.models import (
     vae_factor,
     zero_text_embedding,
 )
+from iusdiff.outputs.layout import fold_dir, model_dir
 from iusdiff.runs import (
     add_training_arguments,
     completed,

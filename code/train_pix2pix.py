@@ -20,7 +20,7 @@ from iusdiff.cli import run
 from iusdiff.config import load_stage_settings
 from iusdiff.data import Augmentation, load_fold, seed_for
 from iusdiff.errors import InputError
-from iusdiff.layout import fold_dir
+from iusdiff.outputs.layout import fold_dir
 from iusdiff.pix2pix import Pix2PixTask, check_test_mode, levels_for, resolve_schedule
 from iusdiff.runs import (
     add_training_arguments,

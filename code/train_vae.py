@@ -22,9 +22,9 @@ from iusdiff.cli import run
 from iusdiff.data import Augmentation, image_tensor, load_fold, mask_tensor, seed_for
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_dir
-from iusdiff.layout import MODEL_DIR, fold_dir
 from iusdiff.losses import perceptual_available, perceptual_loss
 from iusdiff.models import build_vae, load_pretrained_vae
+from iusdiff.outputs.layout import MODEL_DIR, fold_dir
 from iusdiff.runs import (
     add_training_arguments,
     completed,

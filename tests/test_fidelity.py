@@ -34,8 +34,8 @@ from iusdiff.fidelity import (
     table2,
 )
 from iusdiff.io import load_mask_png, save_png, write_json
-from iusdiff.samples import Sample, write_manifest
-from iusdiff.tables import to_markdown
+from iusdiff.outputs.samples import Sample, write_manifest
+from iusdiff.outputs.tables import to_markdown
 
 SIZE = 32
 pytestmark = pytest.mark.filterwarnings("ignore:KID.*fewer than subset_size:UserWarning")

@@ -1,5 +1,5 @@
 """The paper's numbers as the README quotes them, checked against ``paper/*.csv`` (read through
-``iusdiff.paper``): the README's reproduction table must not misquote the paper."""
+``iusdiff.outputs.paper``): the README's reproduction table must not misquote the paper."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from iusdiff.paper import read_csv
+from iusdiff.outputs.paper import read_csv
 
 from conftest import REPO
 

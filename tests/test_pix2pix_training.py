@@ -18,9 +18,9 @@ from iusdiff.config import load_profile
 from iusdiff.data import Augmentation
 from iusdiff.errors import InputError
 from iusdiff.io import load_png, save_png, sha256_file
+from iusdiff.outputs.samples import Sample, read_manifest, write_manifest
 from iusdiff.pipeline import Context, prepare_job
 from iusdiff.pix2pix import LEARNING_RATE, Pix2PixTask, Schedule, UNetGenerator, resolve_schedule, translate
-from iusdiff.samples import Sample, read_manifest, write_manifest
 from iusdiff.slices import SliceRecord, write_manifest as write_slices_manifest, write_splits
 from iusdiff.stages import STAGES
 from iusdiff.tasks import PairedBatches

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from iusdiff import metrics, plots_masks
-from iusdiff.plotting import save_figure
+from iusdiff.outputs.plotting import save_figure
 
 
 def blob(rng: np.random.Generator, size: int = 64) -> np.ndarray:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from iusdiff import paper
 from iusdiff.errors import InputError
+from iusdiff.outputs import paper
 from iusdiff.splits import (
     CASES,
     DEVELOPMENT_SUBJECTS,

@@ -8,7 +8,7 @@ and (in ``imagesTs``/``labelsTs``) the test images; it is planned and preprocess
 nnU-Net fold number of (fold, R) is ``(fold − 1)·4 + R``; with a subset the entries keep
 (fold, R) order and ``entries.csv`` records the mapping.
 
-Synthetic pairs follow the sample contract (:mod:`iusdiff.samples`; ``code/sample.py`` writes it,
+Synthetic pairs follow the sample contract (:mod:`iusdiff.outputs.samples`; ``code/sample.py`` writes it,
 and so does the stand-in ``code/make_standin_samples.py``), with {0,1} masks and uint8 grayscale
 images. A fold needs max(R)·N_real non-empty pairs. Entry R uses the first R·N_real of them by
 index, skipping rows flagged ``empty`` (an empty mask teaches nothing about tumours), so the R
@@ -43,14 +43,14 @@ from matplotlib.figure import Figure
 
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_dir, atomic_path, load_mask_png, load_png, save_png, sha256_file, write_json, write_text
-from iusdiff.layout import fold_dir, fold_name
 from iusdiff.metrics import dice, hd95, summarise
-from iusdiff.results import Number
-from iusdiff.samples import read_manifest
-from iusdiff.plotting import STYLE, TEXT_WIDTH_IN, label_text
+from iusdiff.outputs.layout import fold_dir, fold_name
+from iusdiff.outputs.plotting import STYLE, TEXT_WIDTH_IN, label_text
+from iusdiff.outputs.results import Number
+from iusdiff.outputs.samples import read_manifest
+from iusdiff.outputs.tables import Table
 from iusdiff.slices import SliceDataset, SliceRecord
 from iusdiff.stats import friedman_test, pairwise_wilcoxon, rank_ready, stars
-from iusdiff.tables import Table
 
 RATIOS = (0, 1, 2, 3)
 DATASET_ID = 901
@@ -675,7 +675,7 @@ def fig9(stats: dict[str, MetricStats], labels: Sequence[str]) -> Figure:
 
 
 def _paper_values() -> tuple[dict[tuple[int, str], str], dict[tuple[str, str], tuple[str, str]]]:
-    from iusdiff.paper import read_csv
+    from iusdiff.outputs.paper import read_csv
 
     means = {(int(r["R"]), r["metric"]): r["mean"] for r in read_csv("fig9.csv")}
     tests = {(r["metric"], r["test"]): (r["statistic"], r["p_value"]) for r in read_csv("tests_reported.csv") if r["figure"] == "fig9"}

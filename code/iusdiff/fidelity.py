@@ -29,10 +29,10 @@ from iusdiff.downstream import TRAINERS_DIR, fold_predictor
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_path
 from iusdiff.metrics import dice, fid_from_features, hd95, kid_from_features, summarise
-from iusdiff.results import Number
-from iusdiff.samples import Sample, fold_dir, read_manifest
+from iusdiff.outputs.results import Number
+from iusdiff.outputs.samples import Sample, fold_dir, read_manifest
+from iusdiff.outputs.tables import Table
 from iusdiff.stats import PairwiseResult, friedman_test, pairwise_ranksums, pairwise_wilcoxon, rank_ready
-from iusdiff.tables import Table
 
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam

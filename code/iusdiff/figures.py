@@ -2,7 +2,7 @@
 
 Builders take arrays (uint8 images, {0,1} masks) chosen by ``code/make_figures.py`` and
 ``code/evaluate_images.py`` and return a ``matplotlib.figure.Figure`` in the paper-like style of
-:mod:`iusdiff.plotting`; a model without samples is drawn as a labelled empty panel, never
+:mod:`iusdiff.outputs.plotting`; a model without samples is drawn as a labelled empty panel, never
 left out silently. Every figure carries its provenance labels (profile, stand-ins) as a footer.
 """
 
@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from iusdiff.fidelity import MODELS, ModelComparison, squared_distances
-from iusdiff.plotting import MASK_COLOUR, STYLE, TEXT_WIDTH_IN, label_text
+from iusdiff.outputs.plotting import MASK_COLOUR, STYLE, TEXT_WIDTH_IN, label_text
 
 Pair = tuple[np.ndarray, np.ndarray]  # (uint8 image, {0,1} mask)
 ZOOM_COLOUR = "#ffd600"  # yellow, as the paper's boxes and arrows

@@ -35,7 +35,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from iusdiff.layout import RESECT_DIR, RESECT_SEG_DIR
+from iusdiff.outputs.layout import RESECT_DIR, RESECT_SEG_DIR
 from iusdiff.resect import mask_relpath, save_nifti, us_relpath
 from iusdiff.slices import peak_slice, slice_2d
 from iusdiff.splits import check_cases

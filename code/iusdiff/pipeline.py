@@ -37,7 +37,7 @@ from iusdiff.config import stage_settings, write_stage_settings
 from iusdiff.digests import code_digest
 from iusdiff.errors import InputError
 from iusdiff.io import sha256_file, write_json, write_text
-from iusdiff.layout import FIGURES_DIR, MANIFEST, STATE_DIR, TABLES_DIR, fold_name, settings_file
+from iusdiff.outputs.layout import FIGURES_DIR, MANIFEST, STATE_DIR, TABLES_DIR, fold_name, settings_file
 from iusdiff.stagehost import HostUnavailable, StageHost
 from iusdiff.workers import WORKERS_ENV
 

@@ -1,7 +1,7 @@
 """Figures about tumour masks: Fig. 4 (how ESD is computed) and Fig. 6 (size–shape per fold).
 
 Figures are sized for the journal's full text width (about 7 in) with 7–8 pt text, and saved
-by :func:`iusdiff.plotting.save_figure` without timestamps or version strings in the metadata, so the same
+by :func:`iusdiff.outputs.plotting.save_figure` without timestamps or version strings in the metadata, so the same
 figure gives the same bytes on every run. Figures are built without pyplot (no global state,
 no GUI backend, nothing to close).
 """
@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from iusdiff.metrics import esd_signals
-from iusdiff.plotting import STYLE, TEXT_WIDTH_IN
+from iusdiff.outputs.plotting import STYLE, TEXT_WIDTH_IN
 from iusdiff.stats import loglog_fit, ranksums_test
 
 REAL_COLOUR = "tab:purple"

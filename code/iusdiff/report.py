@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-from iusdiff.results import Number
+from iusdiff.outputs.results import Number
 
 PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "nnunetv2", "segment-anything", "numpy", "scipy", "statsmodels", "pingouin", "surface-distance", "opencv-python-headless")
 ITEMS = ("Table 1", "Table 2", "Table 3", "Table 4", "Fig. 8", "Fig. 9")

@@ -5,7 +5,7 @@ and its flags). Adding a stage is one row there, its arguments one small functio
 Each stage names the settings sections it reads (``reads``); the runner hands a script those as
 ``--settings settings/<stage>.json`` and fingerprints them, so a changed key reruns only the
 stages that read it and their dependents. The data stages (``takes_settings=False``) get theirs
-as flags. Paths come from iusdiff.layout and are relative to the output folder, the scripts'
+as flags. Paths come from iusdiff.outputs.layout and are relative to the output folder, the scripts'
 working directory.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from iusdiff.errors import InputError
-from iusdiff.layout import (
+from iusdiff.outputs.layout import (
     BASE_DIR,
     BASE_MASK_RECORD,
     BASE_RECORD,
@@ -148,7 +148,7 @@ def check_perceptual_weights(ctx: Context) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Arguments of each stage's script (paths from iusdiff.layout, relative to OUT)
+# Arguments of each stage's script (paths from iusdiff.outputs.layout, relative to OUT)
 
 
 def _pretrained_args(ctx: Context, section: str) -> list[str]:

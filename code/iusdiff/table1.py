@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from iusdiff import paper
-from iusdiff.results import Number, table1_key
+from iusdiff.outputs import paper
+from iusdiff.outputs.results import Number, table1_key
+from iusdiff.outputs.tables import Table
 from iusdiff.slices import SliceDataset
 from iusdiff.splits import FOLD3_CORRECTION_NOTE
-from iusdiff.tables import Table
 
 ADDED_MARK = "*"
 

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from iusdiff.io import atomic_dir, atomic_path, write_json
-from iusdiff.layout import CHECKPOINTS, MODEL_DIR
+from iusdiff.outputs.layout import CHECKPOINTS, MODEL_DIR
 
 STATE_FILE = "state.json"
 

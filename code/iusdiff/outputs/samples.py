@@ -1,6 +1,6 @@
 """The sample contract shared by every generator and every consumer of generated pairs.
 
-A generated set for one fold lives in ``<root>/fold{K}/`` (iusdiff.layout.fold_dir):
+A generated set for one fold lives in ``<root>/fold{K}/`` (iusdiff.outputs.layout.fold_dir):
 ``masks/{index:05d}.png`` ({0,1}), ``images/{index:05d}.png`` (uint8; may be absent for
 mask-only sets), and ``manifest.csv`` with columns ``index, seed, mask, image, sampler, steps,
 w, empty`` (paths relative to the fold folder; ``empty`` = 1 when the mask has no tumour pixel).
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_path
-from iusdiff.layout import fold_dir
+from iusdiff.outputs.layout import fold_dir
 
 MANIFEST_FIELDS = ("index", "seed", "mask", "image", "sampler", "steps", "w", "empty")
 

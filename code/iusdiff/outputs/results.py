@@ -14,8 +14,8 @@ import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from iusdiff import paper
 from iusdiff.io import atomic_path
+from iusdiff.outputs import paper
 
 FIELDS = ("item", "key", "value", "label")
 

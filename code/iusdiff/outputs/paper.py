@@ -11,7 +11,7 @@ from pathlib import Path
 
 from iusdiff.errors import InputError
 
-PAPER_DIR = Path(__file__).resolve().parents[2] / "paper"
+PAPER_DIR = Path(__file__).resolve().parents[3] / "paper"
 
 
 def read_csv(name: str) -> list[dict[str, str]]:

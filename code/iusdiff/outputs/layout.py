@@ -13,7 +13,7 @@ produces") describes the same tree::
     models/<model>/fold{K}/    a per-fold training (SPEC §4): model/, checkpoints/, log.csv,
                                validation.csv, options.json; the ControlNet baseline has one
                                such folder per phase, fold{K}/phase_a/ and fold{K}/phase_b/
-    samples/<model>/fold{K}/   generated pairs in the sample contract (iusdiff.samples)
+    samples/<model>/fold{K}/   generated pairs in the sample contract (iusdiff.outputs.samples)
     metrics/<kind>/            per-mask and per-image metrics behind Tables 2-4 and Fig. 8 (SPEC §5)
     downstream/                the nnU-Net study (iusdiff.downstream); predictions/fold{K}_R{R}/
     tables/, figures/          the paper's tables (.csv, .md, .tex) and figures (.png, .pdf)
@@ -95,10 +95,10 @@ SAMPLES_DIR = samples_dir("proposed")           # the two-step generator's pairs
 
 
 def table_files(*names: str) -> tuple[str, ...]:
-    """``tables/<name>.{csv,md,tex}`` for each name (iusdiff.tables writes the three)."""
+    """``tables/<name>.{csv,md,tex}`` for each name (iusdiff.outputs.tables writes the three)."""
     return tuple(f"{TABLES_DIR}/{name}.{ext}" for name in names for ext in TABLE_FORMATS)
 
 
 def figure_files(*names: str) -> tuple[str, ...]:
-    """``figures/<name>.{png,pdf}`` for each name (iusdiff.plotting.save_figure's formats)."""
+    """``figures/<name>.{png,pdf}`` for each name (iusdiff.outputs.plotting.save_figure's formats)."""
     return tuple(f"{FIGURES_DIR}/{name}.{ext}" for name in names for ext in FIGURE_FORMATS)
