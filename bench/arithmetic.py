@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from iusdiff.config import load_profile
 from iusdiff.fid import InceptionFeatures
-from iusdiff.models import (
+from iusdiff.generator.models import (
     MaskConditionedUNet,
     build_ius_unet,
     build_mask_unet,

@@ -179,7 +179,7 @@ def reconstructions(vae_root: Path, fold: int, images: list[np.ndarray], device:
     ``batch_size`` images per VAE call."""
     import torch
 
-    from iusdiff.models import load_trained_vae, reconstruct
+    from iusdiff.generator.models import load_trained_vae, reconstruct
 
     vae = load_trained_vae(model_dir(vae_root, fold), device, torch.float32)
     return list(reconstruct(vae, np.stack(images), batch_size))

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from iusdiff.cli import run, save_options
 from iusdiff.corpus import LABEL, corpus_cases, corpus_splits, write_corpus
+from iusdiff.generator.training import run_key
 from iusdiff.io import atomic_dir
 from iusdiff.outputs.plotting import save_figure, slice_montage
 from iusdiff.runs import completed, script_digest
 from iusdiff.slices import check_size, load_dataset, write_manifest, write_splits
-from iusdiff.training import run_key
 
 
 def parse_args(argv):

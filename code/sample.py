@@ -54,12 +54,14 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 from iusdiff.cli import run, save_options
 from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.controlnet import ControlledUNet, sample_controlnet_images
-from iusdiff.data import load_fold, seed_for
 from iusdiff.errors import InputError
 from iusdiff.fid import InceptionFeatures
+from iusdiff.generator.data import load_fold, seed_for
+from iusdiff.generator.models import MaskConditionedUNet, load_unconditional
+from iusdiff.generator.sampling import SAMPLERS, sample_images, sample_joint, sample_masks
+from iusdiff.generator.training import run_key, set_determinism
 from iusdiff.io import atomic_dir, atomic_path, load_mask_png, save_png
 from iusdiff.metrics import mmd2_unbiased
-from iusdiff.models import MaskConditionedUNet, load_unconditional
 from iusdiff.outputs.layout import fold_dir, model_dir
 from iusdiff.outputs.samples import read_manifest
 from iusdiff.runs import (
@@ -72,9 +74,7 @@ from iusdiff.runs import (
     script_digest,
     settings,
 )
-from iusdiff.sampling import SAMPLERS, sample_images, sample_joint, sample_masks
 from iusdiff.slices import load_dataset
-from iusdiff.training import run_key, set_determinism
 
 MANIFEST_FIELDS = ("index", "seed", "mask", "image", "sampler", "steps", "w", "empty")
 NEEDS = {  # the model folders each --model reads (argparse dests)

@@ -39,9 +39,9 @@ from iusdiff.controlnet import (
     ControlNetTask,
     build_controlnet,
 )
-from iusdiff.data import Augmentation, load_fold, seed_for
 from iusdiff.errors import InputError
-from iusdiff.models import (
+from iusdiff.generator.data import Augmentation, load_fold, seed_for
+from iusdiff.generator.models import (
     WEIGHT_DTYPES,
     PromptedUNet,
     build_prompted_unet,
@@ -51,6 +51,8 @@ from iusdiff.models import (
     vae_factor,
     zero_text_embedding,
 )
+from iusdiff.generator.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, validation_latents
+from iusdiff.generator.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.outputs.layout import fold_dir, model_dir
 from iusdiff.runs import (
     OPTIONS,
@@ -65,8 +67,6 @@ from iusdiff.runs import (
     training_settings,
 )
 from iusdiff.slices import load_dataset
-from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, validation_latents
-from iusdiff.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.weights import SCHEDULER_DIR, check_pretrained
 
 PHASES = ("phase_a", "phase_b")

@@ -18,8 +18,10 @@ import argparse
 
 from iusdiff.cli import run
 from iusdiff.config import load_stage_settings
-from iusdiff.data import Augmentation, load_fold, seed_for
 from iusdiff.errors import InputError
+from iusdiff.generator.data import Augmentation, load_fold, seed_for
+from iusdiff.generator.tasks import PairedBatches
+from iusdiff.generator.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.outputs.layout import fold_dir
 from iusdiff.pix2pix import Pix2PixTask, check_test_mode, levels_for, resolve_schedule
 from iusdiff.runs import (
@@ -32,8 +34,6 @@ from iusdiff.runs import (
     train_folds,
     training_settings,
 )
-from iusdiff.tasks import PairedBatches
-from iusdiff.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 
 SCHEDULE_KEYS = ("constant_steps", "decay_steps", "constant_epochs", "decay_epochs")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iusdiff.data import FoldData
+from iusdiff.generator.data import FoldData
 from iusdiff.resect import mask_relpath, save_nifti, us_relpath
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +123,7 @@ def smoke_base(tmp_path_factory) -> Path:
     import torch
 
     from iusdiff.config import load_profile
-    from iusdiff.models import build_mask_unet, build_prompted_unet, build_vae, zero_text_embedding
+    from iusdiff.generator.models import build_mask_unet, build_prompted_unet, build_vae, zero_text_embedding
     from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR
 
     tables = load_profile("smoke")["pretrain"]

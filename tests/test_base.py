@@ -13,9 +13,9 @@ from safetensors.torch import load_file, save_file
 import train_ldm
 import train_vae
 from iusdiff.errors import InputError
-from iusdiff.models import MaskConditionedUNet, PromptedUNet
+from iusdiff.generator.models import MaskConditionedUNet, PromptedUNet
+from iusdiff.generator.training import MODEL_DIR
 from iusdiff.runs import folder_digest
-from iusdiff.training import MODEL_DIR
 from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR, TEXT_FILE
 
 from conftest import run_script

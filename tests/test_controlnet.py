@@ -16,15 +16,15 @@ import sample
 import train_controlnet
 from iusdiff.config import load_profile
 from iusdiff.controlnet import CONTROLNET_DIR, ControlledUNet, ControlNetTask, build_controlnet
-from iusdiff.data import Augmentation
 from iusdiff.errors import InputError
+from iusdiff.generator.data import Augmentation
+from iusdiff.generator.models import PromptedUNet, build_prompted_unet, build_vae, noise_scheduler, zero_text_embedding
+from iusdiff.generator.tasks import LatentSource, LdmTask, PairedBatches, validation_latents
+from iusdiff.generator.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.io import load_png, save_png, write_json
-from iusdiff.models import PromptedUNet, build_prompted_unet, build_vae, noise_scheduler, zero_text_embedding
 from iusdiff.outputs.samples import Sample, write_manifest
 from iusdiff.pipeline import Context, prepare_job
 from iusdiff.stages import STAGES
-from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, validation_latents
-from iusdiff.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
 
 from conftest import REPO, InterruptAt, fold_data
 

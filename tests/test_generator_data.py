@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from iusdiff.data import Augmentation, augment_masks, augment_pair, batch_indices, generator_for, seed_for
+from iusdiff.generator.data import Augmentation, augment_masks, augment_pair, batch_indices, generator_for, seed_for
 
 GEOMETRY_ONLY = Augmentation(brightness=0.0, contrast=0.0, gamma=0.0, p=1.0)
 

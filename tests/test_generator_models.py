@@ -10,7 +10,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from iusdiff.errors import InputError
-from iusdiff.models import (
+from iusdiff.generator.models import (
     MaskConditionedUNet,
     MaskEmbedding,
     build_ius_unet,

@@ -8,8 +8,8 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
 
 from iusdiff.errors import InputError
-from iusdiff.models import MaskConditionedUNet, MaskEmbedding, noise_scheduler, zero_text_embedding
-from iusdiff.sampling import SAMPLERS, cfg_combine, denoise, make_sampler, sample_images, sample_masks
+from iusdiff.generator.models import MaskConditionedUNet, MaskEmbedding, noise_scheduler, zero_text_embedding
+from iusdiff.generator.sampling import SAMPLERS, cfg_combine, denoise, make_sampler, sample_images, sample_masks
 
 SCHEDULE = noise_scheduler({"timesteps": 1000, "beta_start": 0.001, "beta_end": 0.02}).config
 

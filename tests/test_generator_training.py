@@ -12,10 +12,10 @@ import torch
 from diffusers import AutoencoderKL
 from safetensors.torch import load_file
 
-from iusdiff.data import Augmentation
-from iusdiff.models import MaskConditionedUNet, MaskEmbedding, build_ius_unet, build_vae, noise_scheduler, zero_text_embedding
-from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, VaeTask, parameter_groups, validation_latents
-from iusdiff.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
+from iusdiff.generator.data import Augmentation
+from iusdiff.generator.models import MaskConditionedUNet, MaskEmbedding, build_ius_unet, build_vae, noise_scheduler, zero_text_embedding
+from iusdiff.generator.tasks import LatentSource, LdmTask, PairedBatches, VaeTask, parameter_groups, validation_latents
+from iusdiff.generator.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
 
 from conftest import REPO, Interrupted, InterruptAt, fold_data
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from iusdiff.losses import spectral_loss
+from iusdiff.generator.losses import spectral_loss
 
 
 def speckle(seed: int, size: int = 64) -> torch.Tensor:

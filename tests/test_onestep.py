@@ -12,10 +12,10 @@ import sample
 import train_ldm
 import train_vae
 from iusdiff.errors import InputError
-from iusdiff.models import PromptedUNet, build_mask_unet, load_unconditional, noise_scheduler
-from iusdiff.sampling import sample_joint
-from iusdiff.tasks import LdmTask, validation_latents
-from iusdiff.training import CHECKPOINTS, MODEL_DIR, make_accelerator, set_determinism
+from iusdiff.generator.models import PromptedUNet, build_mask_unet, load_unconditional, noise_scheduler
+from iusdiff.generator.sampling import sample_joint
+from iusdiff.generator.tasks import LdmTask, validation_latents
+from iusdiff.generator.training import CHECKPOINTS, MODEL_DIR, make_accelerator, set_determinism
 
 from conftest import InterruptAt, fold_data
 from test_controlnet import LDM_CFG, SIZE, check_contract, latent_source, run, tiny_slices, tiny_vae

@@ -17,7 +17,7 @@ from segment_anything import sam_model_registry
 
 from iusdiff.config import load_profile, provenance
 from iusdiff.errors import InputError
-from iusdiff.losses import perceptual_loss
+from iusdiff.generator.losses import perceptual_loss
 from iusdiff.medsam import load_medsam
 from iusdiff.pipeline import Context, run_pipeline, startup_checks
 from iusdiff.splits import CASES

@@ -24,11 +24,11 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from torch import nn
 
-from iusdiff.data import mask_tensor, to_uint8
 from iusdiff.errors import InputError
-from iusdiff.models import PromptedUNet, decode_latents, downsample_steps, text_batch, vae_factor
-from iusdiff.sampling import IMAGE_NOISE, denoise, generators, make_sampler
-from iusdiff.tasks import LdmTask
+from iusdiff.generator.data import mask_tensor, to_uint8
+from iusdiff.generator.models import PromptedUNet, decode_latents, downsample_steps, text_batch, vae_factor
+from iusdiff.generator.sampling import IMAGE_NOISE, denoise, generators, make_sampler
+from iusdiff.generator.tasks import LdmTask
 
 CONTROLNET_DIR = "controlnet"
 CONDITIONING_CHANNELS = 1  # the mask itself, not an RGB hint image (module docstring)

@@ -16,7 +16,7 @@ runs one mask at a time (batch norm then normalises by that image's own statisti
 training at batch 1), and it leaves the running statistics untouched. ``test_mode = "eval"``
 (the reference's ``--eval``) uses the running statistics and switches dropout off instead.
 
-Training (:class:`Pix2PixTask`, run by :func:`iusdiff.training.train`): the reference's update
+Training (:class:`Pix2PixTask`, run by :func:`iusdiff.generator.training.train`): the reference's update
 order (discriminator step on the detached fake, then generator step); the dropout of step s is
 drawn from a generator seeded by (seed, step), so an interrupted run resumes exactly. The
 schedule is counted in epochs (paper profile: 100 + 100) or, for the short CPU profiles, in
@@ -41,12 +41,12 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from iusdiff.data import STREAM_DROP, STREAM_VALIDATION, FoldData, image_tensor, mask_tensor, seed_for, to_uint8
 from iusdiff.errors import InputError
+from iusdiff.generator.data import STREAM_DROP, STREAM_VALIDATION, FoldData, image_tensor, mask_tensor, seed_for, to_uint8
 from iusdiff.io import write_json
 
 if TYPE_CHECKING:  # tasks imports diffusers; only its batch source is needed here
-    from iusdiff.tasks import PairedBatches
+    from iusdiff.generator.tasks import PairedBatches
 
 L1_WEIGHT = 100.0
 LEARNING_RATE = 2e-4
@@ -268,7 +268,7 @@ def load_generator(folder: Path) -> UNetGenerator:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training task for iusdiff.training.train
+# Training task for iusdiff.generator.training.train
 
 
 class Pix2PixTask:

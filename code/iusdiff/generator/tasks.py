@@ -1,4 +1,4 @@
-"""The three training tasks of the two-step generator, run by :func:`iusdiff.training.train`.
+"""The three training tasks of the two-step generator, run by :func:`iusdiff.generator.training.train`.
 
 * :class:`VaeTask`: an AutoencoderKL on images, masks, or both stacked (one-step baseline).
 * :class:`LdmTask`: epsilon-prediction on VAE latents; unconditional (mask generator, one-step
@@ -22,7 +22,7 @@ from accelerate import Accelerator
 from diffusers import AutoencoderKL, DDPMScheduler
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-from iusdiff.data import (
+from iusdiff.generator.data import (
     STREAM_AUGMENT,
     STREAM_DROP,
     STREAM_NOISE,
@@ -36,7 +36,7 @@ from iusdiff.data import (
     image_tensor,
     mask_tensor,
 )
-from iusdiff.losses import (
+from iusdiff.generator.losses import (
     PatchDiscriminator,
     Perceptual,
     adaptive_weight,
@@ -45,7 +45,7 @@ from iusdiff.losses import (
     kl_loss,
     spectral_loss,
 )
-from iusdiff.models import encode_latents, normalise_latents
+from iusdiff.generator.models import encode_latents, normalise_latents
 
 KINDS = ("image", "mask", "joint")
 EVAL_BATCH = 32

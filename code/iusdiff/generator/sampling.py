@@ -15,9 +15,9 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from iusdiff.data import binarise, generator_for, mask_tensor, to_uint8
 from iusdiff.errors import InputError
-from iusdiff.models import MaskConditionedUNet, decode_latents
+from iusdiff.generator.data import binarise, generator_for, mask_tensor, to_uint8
+from iusdiff.generator.models import MaskConditionedUNet, decode_latents
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
 MASK_NOISE, IMAGE_NOISE = 0, 1  # per-sample generator streams

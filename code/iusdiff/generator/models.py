@@ -25,8 +25,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from iusdiff.data import image_tensor, to_uint8
 from iusdiff.errors import InputError
+from iusdiff.generator.data import image_tensor, to_uint8
 from iusdiff.weights import MASK_UNET_DIR, TEXT_FILE, UNET_DIR
 
 EMBEDDING_DIR = "mask_embedding"
@@ -362,7 +362,7 @@ def text_batch(text: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class PromptedUNet(nn.Module):
     """A ``UNet2DConditionModel`` with its fixed text input, called like an unconditional
     ``UNet2DModel`` (``model(noisy, t).sample``, ``.config``, ``.dtype``), so training
-    (:class:`~iusdiff.tasks.LdmTask`) and sampling treat both families alike."""
+    (:class:`~iusdiff.generator.tasks.LdmTask`) and sampling treat both families alike."""
 
     def __init__(self, unet: UNet2DConditionModel, text: torch.Tensor) -> None:
         super().__init__()

@@ -4,7 +4,7 @@ A task (:class:`Task`) owns its models and does one optimisation step at a time;
 runs the steps, validates, keeps the best model and checkpoints. Checkpoints hold everything a
 step depends on besides its number (weights, optimizer and learning-rate states, the step,
 the best score, the loss history) as safetensors + JSON, never pickles. Random draws are
-functions of (seed, step) (see :mod:`iusdiff.data`), so ``--resume`` after an interruption
+functions of (seed, step) (see :mod:`iusdiff.generator.data`), so ``--resume`` after an interruption
 continues with exactly the loss sequence of an uninterrupted run.
 """
 
