@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
+from iusdiff.data.slices import load_dataset
 from iusdiff.fid import InceptionFeatures, features_for_images
 from iusdiff.fidelity import (
     MODELS,
@@ -46,7 +47,6 @@ from iusdiff.generator.tasks import vae_inputs
 from iusdiff.io import load_mask_png, load_png
 from iusdiff.outputs.samples import fold_dir
 from iusdiff.runs import folds_argument
-from iusdiff.slices import load_dataset
 
 VAES = {"proposed": "vae_image", "controlnet": "vae_image", "onestep": "vae_joint"}  # what each model decodes through
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler
 
+from iusdiff.data.slices import load_dataset
 from iusdiff.fid import InceptionFeatures
 from iusdiff.fidelity import NnUNetSegmenter, fidelity, image_quality, spaced_subset, standin_model, summarise_fidelity
 from iusdiff.generator.data import load_fold
@@ -29,7 +30,6 @@ from iusdiff.generator.models import MaskConditionedUNet
 from iusdiff.generator.sampling import sample_images
 from iusdiff.io import load_mask_png
 from iusdiff.outputs.samples import read_manifest
-from iusdiff.slices import load_dataset
 
 
 def parse_samplers(value: str) -> list[tuple[str, int]]:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from iusdiff.cli import cases_argument, positive_int, run, save_options
 from iusdiff.config import add_settings_arguments, load_stage_settings
+from iusdiff.data.slices import load_dataset
 from iusdiff.downstream import (
     METRICS,
     Entry,
@@ -53,7 +54,6 @@ from iusdiff.io import write_json
 from iusdiff.outputs.plotting import save_figure
 from iusdiff.outputs.results import write_results
 from iusdiff.outputs.tables import write_table
-from iusdiff.slices import load_dataset
 from iusdiff.workers import map_items, stage_workers
 
 

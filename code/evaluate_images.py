@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from iusdiff.cli import cases_argument, positive_int, run, save_options
 from iusdiff.config import add_settings_arguments, load_stage_settings
+from iusdiff.data.slices import SliceDataset, load_dataset
 from iusdiff.downstream import captured_output, limit_cpu_threads, restore_matplotlib_defaults
 from iusdiff.errors import InputError
 from iusdiff.fid import InceptionFeatures, features_for_images
@@ -76,7 +77,6 @@ from iusdiff.outputs.plotting import save_figure
 from iusdiff.outputs.results import write_results
 from iusdiff.outputs.samples import Sample
 from iusdiff.outputs.tables import write_table
-from iusdiff.slices import SliceDataset, load_dataset
 from iusdiff.workers import map_items, stage_workers
 
 Segmenter = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (image, conditioning mask) -> {0,1} prediction

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from iusdiff.cli import cases_argument, run, save_options
 from iusdiff.config import add_settings_arguments, load_stage_settings
+from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_path, load_mask_png
 from iusdiff.mask_eval import (
@@ -37,7 +38,6 @@ from iusdiff.outputs.results import write_results
 from iusdiff.outputs.samples import read_manifest
 from iusdiff.outputs.tables import write_table
 from iusdiff.plots_masks import FoldShape, fig4, fig6
-from iusdiff.slices import load_dataset
 
 
 def parse_args(argv):

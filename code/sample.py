@@ -54,6 +54,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 from iusdiff.cli import run, save_options
 from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.controlnet import ControlledUNet, sample_controlnet_images
+from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.fid import InceptionFeatures
 from iusdiff.generator.data import load_fold, seed_for
@@ -74,7 +75,6 @@ from iusdiff.runs import (
     script_digest,
     settings,
 )
-from iusdiff.slices import load_dataset
 
 MANIFEST_FIELDS = ("index", "seed", "mask", "image", "sampler", "steps", "w", "empty")
 NEEDS = {  # the model folders each --model reads (argparse dests)

@@ -39,6 +39,7 @@ from iusdiff.controlnet import (
     ControlNetTask,
     build_controlnet,
 )
+from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.generator.data import Augmentation, load_fold, seed_for
 from iusdiff.generator.models import (
@@ -66,7 +67,6 @@ from iusdiff.runs import (
     settings,
     training_settings,
 )
-from iusdiff.slices import load_dataset
 from iusdiff.weights import SCHEDULER_DIR, check_pretrained
 
 PHASES = ("phase_a", "phase_b")

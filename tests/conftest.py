@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from iusdiff.data.resect import mask_relpath, save_nifti, us_relpath
 from iusdiff.generator.data import FoldData
-from iusdiff.resect import mask_relpath, save_nifti, us_relpath
 
 REPO = Path(__file__).resolve().parents[1]
 

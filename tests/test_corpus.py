@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from iusdiff.corpus import CORPUS_FOLD, FIRST_CASE, corpus_cases, corpus_splits, write_corpus_case
+from iusdiff.data.corpus import CORPUS_FOLD, FIRST_CASE, corpus_cases, corpus_splits, write_corpus_case
+from iusdiff.data.phantom import generate_case
+from iusdiff.data.resect import CaseVolumes
+from iusdiff.data.slices import load_dataset, select_slices, write_case_slices
+from iusdiff.data.splits import CASES, paper_folds
 from iusdiff.errors import InputError
-from iusdiff.phantom import generate_case
-from iusdiff.resect import CaseVolumes
-from iusdiff.slices import load_dataset, select_slices, write_case_slices
-from iusdiff.splits import CASES, paper_folds
 
 from conftest import run_script
 

@@ -7,9 +7,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from iusdiff.phantom import generate_case
-from iusdiff.resect import load_case
-from iusdiff.slices import select_slices
+from iusdiff.data.phantom import generate_case
+from iusdiff.data.resect import load_case
+from iusdiff.data.slices import select_slices
 
 from conftest import run_script
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from iusdiff.data.resect import save_nifti
 from iusdiff.io import load_png, sha256_file
-from iusdiff.resect import save_nifti
 
 from conftest import blob_case, run_script, write_case
 

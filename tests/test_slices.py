@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from iusdiff.resect import load_case
-from iusdiff.slices import (
+from iusdiff.data.resect import load_case
+from iusdiff.data.slices import (
     candidate_slices,
     check_size,
     peak_slice,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iusdiff.errors import InputError
-from iusdiff.outputs import paper
-from iusdiff.splits import (
+from iusdiff.data.splits import (
     CASES,
     DEVELOPMENT_SUBJECTS,
     TEST_SUBJECTS,
@@ -15,6 +13,8 @@ from iusdiff.splits import (
     splits_for,
     validate_splits,
 )
+from iusdiff.errors import InputError
+from iusdiff.outputs import paper
 
 
 def test_twenty_three_cases_and_three_test_subjects():

@@ -7,9 +7,9 @@ import io
 
 import pytest
 
+from iusdiff.data.slices import SliceDataset, SliceRecord
+from iusdiff.data.splits import CASES, splits_for
 from iusdiff.outputs.tables import Table, latex_escape, to_csv, to_latex, to_markdown, write_table
-from iusdiff.slices import SliceDataset, SliceRecord
-from iusdiff.splits import CASES, splits_for
 from iusdiff.table1 import build_table1
 
 

@@ -41,6 +41,7 @@ from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from iusdiff.data.slices import SliceDataset, SliceRecord
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_dir, atomic_path, load_mask_png, load_png, save_png, sha256_file, write_json, write_text
 from iusdiff.metrics import dice, hd95, summarise
@@ -49,7 +50,6 @@ from iusdiff.outputs.plotting import STYLE, TEXT_WIDTH_IN, label_text
 from iusdiff.outputs.results import Number
 from iusdiff.outputs.samples import read_manifest
 from iusdiff.outputs.tables import Table
-from iusdiff.slices import SliceDataset, SliceRecord
 from iusdiff.stats import friedman_test, pairwise_wilcoxon, rank_ready, stars
 
 RATIOS = (0, 1, 2, 3)

@@ -66,7 +66,7 @@ class Phantom:
 
 @dataclass(frozen=True)
 class Corpus:
-    """The outside pretraining corpus: phantom subjects 1001+, in no split (iusdiff.corpus)."""
+    """The outside pretraining corpus: phantom subjects 1001+, in no split (iusdiff.data.corpus)."""
 
     subjects: int  # corpus subjects
     validation_subjects: int  # subjects that pick the base models' best checkpoints

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from iusdiff.data.resect import mask_path, us_path
 from iusdiff.errors import InputError
 from iusdiff.outputs.layout import (
     BASE_DIR,
@@ -43,7 +44,6 @@ from iusdiff.outputs.layout import (
     table_files,
 )
 from iusdiff.pipeline import Context, Stage
-from iusdiff.resect import mask_path, us_path
 from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR, SCHEDULER_DIR, TEXT_FILE, UNET_DIR, check_medsam, check_perceptual, check_pretrained
 
 GENERATOR_STAGES = ("vae_image", "vae_mask", "ldm_mask", "ldm_ius", "sample")

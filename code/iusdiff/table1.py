@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+from iusdiff.data.slices import SliceDataset
+from iusdiff.data.splits import FOLD3_CORRECTION_NOTE
 from iusdiff.outputs import paper
 from iusdiff.outputs.results import Number, table1_key
 from iusdiff.outputs.tables import Table
-from iusdiff.slices import SliceDataset
-from iusdiff.splits import FOLD3_CORRECTION_NOTE
 
 ADDED_MARK = "*"
 

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from iusdiff.data.slices import SliceDataset, SliceRecord
 from iusdiff.errors import InputError
-from iusdiff.slices import SliceDataset, SliceRecord
 
 # Streams keep the draws of one step independent of each other (a new draw in one stream
 # leaves the others unchanged).

@@ -7,7 +7,7 @@ produces") describes the same tree::
 
     phantom/RESECT/, phantom/RESECT_segmentation/   the embedded phantom, in RESECT's layout
     slices/                    the prepared 2-D slices, slices.csv and splits.json (SPEC §3)
-    pretrain/corpus/           the CPU profiles' outside pretraining corpus (iusdiff.corpus)
+    pretrain/corpus/           the CPU profiles' outside pretraining corpus (iusdiff.data.corpus)
     pretrain/<part>/fold0/     a base model trained on it (fold 0: the corpus's own split)
     pretrain/base/             the base assembled in SD-1.5's layout (part names: iusdiff.weights)
     models/<model>/fold{K}/    a per-fold training (SPEC §4): model/, checkpoints/, log.csv,

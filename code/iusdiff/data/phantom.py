@@ -35,10 +35,10 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
+from iusdiff.data.resect import mask_relpath, save_nifti, us_relpath
+from iusdiff.data.slices import peak_slice, slice_2d
+from iusdiff.data.splits import check_cases
 from iusdiff.outputs.layout import RESECT_DIR, RESECT_SEG_DIR
-from iusdiff.resect import mask_relpath, save_nifti, us_relpath
-from iusdiff.slices import peak_slice, slice_2d
-from iusdiff.splits import check_cases
 
 # Independent speckle realisations averaged, as spatial compounding and scanner speckle
 # reduction do; it lifts the deep speckle nulls that make raw Rayleigh speckle look like noise.

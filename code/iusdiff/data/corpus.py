@@ -19,11 +19,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from iusdiff.data.phantom import generate_case
+from iusdiff.data.resect import CaseVolumes
+from iusdiff.data.slices import SliceRecord, write_case_slices
+from iusdiff.data.splits import CASES
 from iusdiff.errors import InputError
-from iusdiff.phantom import generate_case
-from iusdiff.resect import CaseVolumes
-from iusdiff.slices import SliceRecord, write_case_slices
-from iusdiff.splits import CASES
 
 FIRST_CASE = 1001  # RESECT numbers its cases 1-27; corpus subjects start far from them
 CORPUS_FOLD = 0    # the single splits.json entry of a corpus (study folds are 1-5)

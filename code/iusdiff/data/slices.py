@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from iusdiff.data.resect import CaseVolumes
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_path, load_mask_png, load_png, save_png, sha256_file, write_json
-from iusdiff.resect import CaseVolumes
 
 MANIFEST_FIELDS = (
     "subject",
