@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from iusdiff.baselines.pix2pix import PatchDiscriminator, UNetGenerator, levels_for
 from iusdiff.config import load_profile
 from iusdiff.fid import InceptionFeatures
 from iusdiff.generator.models import (
@@ -33,7 +34,6 @@ from iusdiff.generator.models import (
     vae_factor,
     zero_text_embedding,
 )
-from iusdiff.pix2pix import PatchDiscriminator, UNetGenerator, levels_for
 
 Step = Callable[[], None]
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from iusdiff.baselines.perturb import STANDIN_LABEL, perturb_pair
 from iusdiff.cli import cases_argument, run, save_options
 from iusdiff.data.slices import load_dataset
 from iusdiff.io import atomic_dir, save_png
 from iusdiff.outputs.layout import fold_dir
 from iusdiff.outputs.samples import Sample, write_manifest
-from iusdiff.perturb import STANDIN_LABEL, perturb_pair
 
 
 def parse_args(argv):

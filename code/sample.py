@@ -51,9 +51,9 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 
+from iusdiff.baselines.controlnet import ControlledUNet, sample_controlnet_images
 from iusdiff.cli import run, save_options
 from iusdiff.config import add_settings_arguments, load_stage_settings
-from iusdiff.controlnet import ControlledUNet, sample_controlnet_images
 from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.fid import InceptionFeatures

@@ -9,7 +9,7 @@ proposed model's image VAE (train_vae.py --kind image; fold{K}/model is used), w
 empty-prompt text input: SD-1.5's UNet and CLIP empty prompt with --pretrained (paper), a small
 UNet and a zero text embedding otherwise (default/smoke, as the proposed model). Phase B builds
 ``ControlNetModel.from_unet`` from phase A's best UNet with a one-channel conditioning image
-(the {0,1} mask at full resolution; see iusdiff/controlnet.py), freezes the UNet and trains the
+(the {0,1} mask at full resolution; see iusdiff/baselines/controlnet.py), freezes the UNet and trains the
 ControlNet alone, without condition dropout (the reference ControlNet never drops its control
 image). Both phases run through the shared training loop: seeded, resumable per phase
 (--resume), best model by validation noise-prediction loss.
@@ -30,15 +30,15 @@ import torch
 from accelerate import Accelerator
 from diffusers import AutoencoderKL
 
-from iusdiff.cli import run, save_options
-from iusdiff.config import load_stage_settings
-from iusdiff.controlnet import (
+from iusdiff.baselines.controlnet import (
     CONDITIONING_CHANNELS,
     CONTROLNET_DIR,
     ControlledUNet,
     ControlNetTask,
     build_controlnet,
 )
+from iusdiff.cli import run, save_options
+from iusdiff.config import load_stage_settings
 from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.generator.data import Augmentation, load_fold, seed_for

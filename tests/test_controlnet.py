@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 import sample
 import train_controlnet
+from iusdiff.baselines.controlnet import CONTROLNET_DIR, ControlledUNet, ControlNetTask, build_controlnet
 from iusdiff.config import load_profile
-from iusdiff.controlnet import CONTROLNET_DIR, ControlledUNet, ControlNetTask, build_controlnet
 from iusdiff.errors import InputError
 from iusdiff.generator.data import Augmentation
 from iusdiff.generator.models import PromptedUNet, build_prompted_unet, build_vae, noise_scheduler, zero_text_embedding

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iusdiff.pix2pix import (
+from iusdiff.baselines.pix2pix import (
     BETAS,
     LEARNING_RATE,
     PatchDiscriminator,

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 import sample_pix2pix
 import train_pix2pix
+from iusdiff.baselines.pix2pix import LEARNING_RATE, Pix2PixTask, Schedule, UNetGenerator, resolve_schedule, translate
 from iusdiff.config import load_profile
 from iusdiff.data.slices import SliceRecord, write_manifest as write_slices_manifest, write_splits
 from iusdiff.errors import InputError
@@ -23,7 +24,6 @@ from iusdiff.generator.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_
 from iusdiff.io import load_png, save_png, sha256_file
 from iusdiff.outputs.samples import Sample, read_manifest, write_manifest
 from iusdiff.pipeline import Context, prepare_job
-from iusdiff.pix2pix import LEARNING_RATE, Pix2PixTask, Schedule, UNetGenerator, resolve_schedule, translate
 from iusdiff.stages import STAGES
 
 from conftest import REPO, Interrupted, InterruptAt, fold_data

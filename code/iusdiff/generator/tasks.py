@@ -3,7 +3,7 @@
 * :class:`VaeTask`: an AutoencoderKL on images, masks, or both stacked (one-step baseline).
 * :class:`LdmTask`: epsilon-prediction on VAE latents; unconditional (mask generator, one-step
   baseline, ControlNet phase A) or mask-conditioned with condition dropout for classifier-free
-  guidance (iUS generator; ControlNet phase B, see :mod:`iusdiff.controlnet`).
+  guidance (iUS generator; ControlNet phase B, see :mod:`iusdiff.baselines.controlnet`).
 
 Each step draws its batch, augmentation, posterior sample, noise, timesteps and condition
 dropout from generators seeded by (seed, step, stream), so a step is a function of its number.
