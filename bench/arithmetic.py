@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from iusdiff.baselines.pix2pix import PatchDiscriminator, UNetGenerator, levels_for
 from iusdiff.config import load_profile
-from iusdiff.fid import InceptionFeatures
+from iusdiff.evaluation.fid import InceptionFeatures
 from iusdiff.generator.models import (
     MaskConditionedUNet,
     build_ius_unet,

@@ -28,8 +28,8 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
 from iusdiff.data.slices import load_dataset
-from iusdiff.fid import InceptionFeatures, features_for_images
-from iusdiff.fidelity import (
+from iusdiff.evaluation.fid import InceptionFeatures, features_for_images
+from iusdiff.evaluation.fidelity import (
     MODELS,
     NnUNetSegmenter,
     fidelity,

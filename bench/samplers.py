@@ -23,8 +23,8 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler
 
 from iusdiff.data.slices import load_dataset
-from iusdiff.fid import InceptionFeatures
-from iusdiff.fidelity import NnUNetSegmenter, fidelity, image_quality, spaced_subset, standin_model, summarise_fidelity
+from iusdiff.evaluation.fid import InceptionFeatures
+from iusdiff.evaluation.fidelity import NnUNetSegmenter, fidelity, image_quality, spaced_subset, standin_model, summarise_fidelity
 from iusdiff.generator.data import load_fold
 from iusdiff.generator.models import MaskConditionedUNet
 from iusdiff.generator.sampling import sample_images

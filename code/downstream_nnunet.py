@@ -27,7 +27,8 @@ from pathlib import Path
 from iusdiff.cli import cases_argument, positive_int, run, save_options
 from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.data.slices import load_dataset
-from iusdiff.downstream import (
+from iusdiff.errors import InputError
+from iusdiff.evaluation.downstream import (
     METRICS,
     Entry,
     Study,
@@ -49,7 +50,6 @@ from iusdiff.downstream import (
     write_per_image,
     write_splits,
 )
-from iusdiff.errors import InputError
 from iusdiff.io import write_json
 from iusdiff.outputs.plotting import save_figure
 from iusdiff.outputs.results import write_results

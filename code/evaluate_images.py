@@ -32,10 +32,10 @@ from tqdm import tqdm
 from iusdiff.cli import cases_argument, positive_int, run, save_options
 from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.data.slices import SliceDataset, load_dataset
-from iusdiff.downstream import captured_output, limit_cpu_threads, restore_matplotlib_defaults
 from iusdiff.errors import InputError
-from iusdiff.fid import InceptionFeatures, features_for_images
-from iusdiff.fidelity import (
+from iusdiff.evaluation.downstream import captured_output, limit_cpu_threads, restore_matplotlib_defaults
+from iusdiff.evaluation.fid import InceptionFeatures, features_for_images
+from iusdiff.evaluation.fidelity import (
     MEDSAM_SEGMENTER,
     Fidelity,
     MODELS,

@@ -21,8 +21,7 @@ from iusdiff.cli import cases_argument, run, save_options
 from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
-from iusdiff.io import atomic_path, load_mask_png
-from iusdiff.mask_eval import (
+from iusdiff.evaluation.mask_eval import (
     compare_fold,
     nonempty_prefix,
     per_mask_rows,
@@ -32,6 +31,7 @@ from iusdiff.mask_eval import (
     table3,
     table4,
 )
+from iusdiff.io import atomic_path, load_mask_png
 from iusdiff.outputs.layout import FIGURES_DIR, TABLES_DIR, fold_dir, fold_name, metrics_dir, result_file
 from iusdiff.outputs.plotting import save_figure
 from iusdiff.outputs.results import write_results

@@ -19,7 +19,7 @@ import numpy as np
 from iusdiff.cli import run, save_options
 from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.data.slices import SliceDataset, load_dataset
-from iusdiff.fidelity import MODELS, generated_samples, generator_label
+from iusdiff.evaluation.fidelity import MODELS, generated_samples, generator_label
 from iusdiff.figures import NearestPair, Pair, contact_sheet, fig3, fig5, fig7, fig10, nearest_training, squared_difference
 from iusdiff.io import load_mask_png, load_png
 from iusdiff.outputs.layout import FIGURES_DIR, OPTIONS, fold_dir, metrics_dir

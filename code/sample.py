@@ -56,13 +56,13 @@ from iusdiff.cli import run, save_options
 from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
-from iusdiff.fid import InceptionFeatures
+from iusdiff.evaluation.fid import InceptionFeatures
+from iusdiff.evaluation.metrics import mmd2_unbiased
 from iusdiff.generator.data import load_fold, seed_for
 from iusdiff.generator.models import MaskConditionedUNet, load_unconditional
 from iusdiff.generator.sampling import SAMPLERS, sample_images, sample_joint, sample_masks
 from iusdiff.generator.training import run_key, set_determinism
 from iusdiff.io import atomic_dir, atomic_path, load_mask_png, save_png
-from iusdiff.metrics import mmd2_unbiased
 from iusdiff.outputs.layout import fold_dir, model_dir
 from iusdiff.outputs.samples import read_manifest
 from iusdiff.runs import (

@@ -19,9 +19,9 @@ import torch
 from tqdm import tqdm
 
 from iusdiff.cli import cases_argument, run, save_options
+from iusdiff.evaluation.medsam import load_medsam, segment
+from iusdiff.evaluation.metrics import dice, hd95
 from iusdiff.io import atomic_path, load_mask_png, load_png, save_png
-from iusdiff.medsam import load_medsam, segment
-from iusdiff.metrics import dice, hd95
 from iusdiff.outputs.layout import fold_dir
 from iusdiff.outputs.samples import read_manifest
 

@@ -34,7 +34,8 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 
 from iusdiff.cli import run
 from iusdiff.errors import InputError
-from iusdiff.fid import InceptionFeatures
+from iusdiff.evaluation.fid import InceptionFeatures
+from iusdiff.evaluation.metrics import fid_from_features
 from iusdiff.generator.data import Augmentation, FoldData, load_fold, seed_for
 from iusdiff.generator.models import (
     WEIGHT_DTYPES,
@@ -52,7 +53,6 @@ from iusdiff.generator.models import (
 from iusdiff.generator.sampling import sample_images
 from iusdiff.generator.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, validation_latents
 from iusdiff.generator.training import LoopConfig, make_accelerator, run_key, set_determinism, train
-from iusdiff.metrics import fid_from_features
 from iusdiff.outputs.layout import fold_dir, model_dir
 from iusdiff.runs import (
     add_training_arguments,

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iusdiff import downstream as ds
 from iusdiff.baselines.perturb import STANDIN_LABEL
 from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
+from iusdiff.evaluation import downstream as ds
 from iusdiff.io import load_png, save_png
 from iusdiff.outputs.results import read_results
 from iusdiff.outputs.samples import MANIFEST_FIELDS

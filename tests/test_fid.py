@@ -1,4 +1,4 @@
-"""Checks of the offline TF-FID Inception feature extractor and its cache (iusdiff.fid).
+"""Checks of the offline TF-FID Inception feature extractor and its cache (iusdiff.evaluation.fid).
 
 The 87 MB TorchScript network is loaded once for the module; images are few and tiny.
 """
@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from iusdiff import fid
 from iusdiff.errors import InputError
+from iusdiff.evaluation import fid
 from iusdiff.io import sha256_file
 
 pytestmark = pytest.mark.skipif(

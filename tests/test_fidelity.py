@@ -1,4 +1,4 @@
-"""Table 2 and Fig. 8 logic (iusdiff.fidelity) and evaluate_images.py on a tiny hand-made dataset."""
+"""Table 2 and Fig. 8 logic (iusdiff.evaluation.fidelity) and evaluate_images.py on a tiny hand-made dataset."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import scipy.stats
 import torch
 
 from conftest import run_script
-from iusdiff.fid import InceptionFeatures
-from iusdiff.fidelity import (
+from iusdiff.evaluation.fid import InceptionFeatures
+from iusdiff.evaluation.fidelity import (
     MedSamSegmenter,
     ModelFold,
     PerImage,

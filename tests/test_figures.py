@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import run_script
-from iusdiff.fidelity import ModelComparison, PerImage, compare_models
+from iusdiff.evaluation.fidelity import ModelComparison, PerImage, compare_models
 from iusdiff.figures import contact_sheet, fig8, fig10, nearest_training, squared_difference, zoom_box
 from iusdiff.outputs.plotting import save_figure
 from test_fidelity import SIZE, pair, tiny_samples, tiny_slices

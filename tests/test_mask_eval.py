@@ -9,8 +9,8 @@ import pytest
 from scipy import ndimage
 
 from iusdiff.baselines.perturb import perturb_pair
+from iusdiff.evaluation.mask_eval import compare_fold, esd_exponent, nonempty_prefix, shape_set, table3, table4
 from iusdiff.io import load_mask_png, save_png
-from iusdiff.mask_eval import compare_fold, esd_exponent, nonempty_prefix, shape_set, table3, table4
 
 from conftest import run_script
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from iusdiff.errors import InputError
-from iusdiff.medsam import MEDSAM_SIZE, boxes_from_mask, load_medsam, preprocess, scale_boxes, segment
+from iusdiff.evaluation.medsam import MEDSAM_SIZE, boxes_from_mask, load_medsam, preprocess, scale_boxes, segment
 
 # segment_anything's own builder with a tiny image encoder; prompt encoder and mask decoder are
 # the real ViT-B ones, so everything after the image encoder is exactly MedSAM's shape.

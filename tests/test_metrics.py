@@ -1,4 +1,4 @@
-"""Checks of iusdiff.metrics against closed forms, known shapes and reference libraries."""
+"""Checks of iusdiff.evaluation.metrics against closed forms, known shapes and reference libraries."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch
 from torchmetrics.image.fid import _compute_fid
 from torchmetrics.image.kid import poly_mmd
 
-from iusdiff import metrics
-from iusdiff.stats import loglog_fit
+from iusdiff.evaluation import metrics
+from iusdiff.evaluation.stats import loglog_fit
 
 # The reference calls below hit surface-distance's deprecated scipy.ndimage imports.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:surface_distance")

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from iusdiff import metrics, plots_masks
+from iusdiff import plots_masks
+from iusdiff.evaluation import metrics
 from iusdiff.outputs.plotting import save_figure
 
 

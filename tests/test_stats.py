@@ -1,4 +1,4 @@
-"""Checks of iusdiff.stats against pingouin, statsmodels and closed forms."""
+"""Checks of iusdiff.evaluation.stats against pingouin, statsmodels and closed forms."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import statsmodels.formula.api as smf
 from statsmodels.regression.linear_model import RegressionResultsWrapper
 from statsmodels.stats.multitest import multipletests
 
-from iusdiff import stats
+from iusdiff.evaluation import stats
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from segment_anything import sam_model_registry
 from iusdiff.config import load_profile, provenance
 from iusdiff.data.splits import CASES
 from iusdiff.errors import InputError
+from iusdiff.evaluation.medsam import load_medsam
 from iusdiff.generator.losses import perceptual_loss
-from iusdiff.medsam import load_medsam
 from iusdiff.pipeline import Context, run_pipeline, startup_checks
 from iusdiff.stages import STAGES
 from iusdiff.weights import VGG16_FILE, torch_hub_dir, weight_deviations

@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from iusdiff.fidelity import MODELS, ModelComparison, squared_distances
+from iusdiff.evaluation.fidelity import MODELS, ModelComparison, squared_distances
 from iusdiff.outputs.plotting import MASK_COLOUR, STYLE, TEXT_WIDTH_IN, label_text
 
 Pair = tuple[np.ndarray, np.ndarray]  # (uint8 image, {0,1} mask)

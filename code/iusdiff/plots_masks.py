@@ -17,9 +17,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from iusdiff.metrics import esd_signals
+from iusdiff.evaluation.metrics import esd_signals
+from iusdiff.evaluation.stats import loglog_fit, ranksums_test
 from iusdiff.outputs.plotting import STYLE, TEXT_WIDTH_IN
-from iusdiff.stats import loglog_fit, ranksums_test
 
 REAL_COLOUR = "tab:purple"
 GEN_COLOUR = "tab:green"

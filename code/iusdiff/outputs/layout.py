@@ -15,7 +15,7 @@ produces") describes the same tree::
                                such folder per phase, fold{K}/phase_a/ and fold{K}/phase_b/
     samples/<model>/fold{K}/   generated pairs in the sample contract (iusdiff.outputs.samples)
     metrics/<kind>/            per-mask and per-image metrics behind Tables 2-4 and Fig. 8 (SPEC §5)
-    downstream/                the nnU-Net study (iusdiff.downstream); predictions/fold{K}_R{R}/
+    downstream/                the nnU-Net study (iusdiff.evaluation.downstream); predictions/fold{K}_R{R}/
     tables/, figures/          the paper's tables (.csv, .md, .tex) and figures (.png, .pdf)
     results/                   every reproduced number in long format; report.md beside it
     cache/                     content-addressed caches (Inception features)

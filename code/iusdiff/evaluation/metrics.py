@@ -195,7 +195,7 @@ def summarise(values: Iterable[float]) -> dict[str, float | int]:
 
 
 # --------------------------------------------------------------------------------------------
-# FID and KID on feature arrays (features come from iusdiff.fid)
+# FID and KID on feature arrays (features come from iusdiff.evaluation.fid)
 
 
 def _features(name: str, feats: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 Per fold and model (paper §3.5, SPEC §5): FID and KID of the first N generated images against the
 fold's N real training images (N = the fold's training count); DSC and HD95 of a segmenter's
 prediction on each generated image against the mask that conditioned it. The paper segments
-with MedSAM (:mod:`iusdiff.medsam`); without its checkpoint the stand-in is the downstream
+with MedSAM (:mod:`iusdiff.evaluation.medsam`); without its checkpoint the stand-in is the downstream
 study's R = 0 nnU-Net of the same fold, trained on that fold's real pairs only, and every number
 it feeds says so.
 
@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from iusdiff.downstream import TRAINERS_DIR, fold_predictor
 from iusdiff.errors import InputError
+from iusdiff.evaluation.downstream import TRAINERS_DIR, fold_predictor
+from iusdiff.evaluation.metrics import dice, fid_from_features, hd95, kid_from_features, summarise
+from iusdiff.evaluation.stats import PairwiseResult, friedman_test, pairwise_ranksums, pairwise_wilcoxon, rank_ready
 from iusdiff.io import atomic_path
-from iusdiff.metrics import dice, fid_from_features, hd95, kid_from_features, summarise
 from iusdiff.outputs.results import Number
 from iusdiff.outputs.samples import Sample, fold_dir, read_manifest
 from iusdiff.outputs.tables import Table
-from iusdiff.stats import PairwiseResult, friedman_test, pairwise_ranksums, pairwise_wilcoxon, rank_ready
 
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam
@@ -251,15 +251,15 @@ class NnUNetSegmenter:
 
 
 class MedSamSegmenter:
-    """MedSAM prompted with the boxes of the conditioning mask (iusdiff.medsam)."""
+    """MedSAM prompted with the boxes of the conditioning mask (iusdiff.evaluation.medsam)."""
 
     def __init__(self, checkpoint: Path, device: str = "cpu", builder: Callable[[], Sam] | None = None) -> None:
-        from iusdiff.medsam import load_medsam
+        from iusdiff.evaluation.medsam import load_medsam
 
         self.model = load_medsam(checkpoint, builder=builder, device=device)
 
     def __call__(self, image: np.ndarray, condition: np.ndarray) -> np.ndarray:
-        from iusdiff.medsam import segment
+        from iusdiff.evaluation.medsam import segment
 
         return segment(self.model, image, condition)
 

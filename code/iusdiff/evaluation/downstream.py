@@ -43,14 +43,14 @@ from matplotlib.figure import Figure
 
 from iusdiff.data.slices import SliceDataset, SliceRecord
 from iusdiff.errors import InputError
+from iusdiff.evaluation.metrics import dice, hd95, summarise
+from iusdiff.evaluation.stats import friedman_test, pairwise_wilcoxon, rank_ready, stars
 from iusdiff.io import atomic_dir, atomic_path, load_mask_png, load_png, save_png, sha256_file, write_json, write_text
-from iusdiff.metrics import dice, hd95, summarise
 from iusdiff.outputs.layout import fold_dir, fold_name
 from iusdiff.outputs.plotting import STYLE, TEXT_WIDTH_IN, label_text
 from iusdiff.outputs.results import Number
 from iusdiff.outputs.samples import read_manifest
 from iusdiff.outputs.tables import Table
-from iusdiff.stats import friedman_test, pairwise_wilcoxon, rank_ready, stars
 
 RATIOS = (0, 1, 2, 3)
 DATASET_ID = 901
@@ -438,7 +438,7 @@ def entry_seed(seed: int, entry: Entry) -> int:
 
 def trainers_digest() -> str:
     """sha256 of our trainer classes' source, so editing a trainer retrains its entries."""
-    from iusdiff.nnunet_trainers import iusdiff_short
+    from iusdiff.evaluation.nnunet_trainers import iusdiff_short
 
     return sha256_file(iusdiff_short.__file__)
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from iusdiff.metrics import esd, tumour_size
+from iusdiff.evaluation.metrics import esd, tumour_size
+from iusdiff.evaluation.stats import LogLogFit, loglog_fit, ranksums_test, slope_ttest_from_fits
 from iusdiff.outputs.results import Number, table3_keys, table4_keys
 from iusdiff.outputs.tables import Table
-from iusdiff.stats import LogLogFit, loglog_fit, ranksums_test, slope_ttest_from_fits
 
 
 
