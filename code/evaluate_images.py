@@ -59,7 +59,6 @@ from iusdiff.evaluation.fidelity import (
     table2,
     write_per_image,
 )
-from iusdiff.figures import fig8
 from iusdiff.io import atomic_path, load_mask_png, load_png, save_png
 from iusdiff.outputs.layout import (
     CACHE_DIR,
@@ -77,6 +76,7 @@ from iusdiff.outputs.plotting import save_figure
 from iusdiff.outputs.results import write_results
 from iusdiff.outputs.samples import Sample
 from iusdiff.outputs.tables import write_table
+from iusdiff.report.figures import fig8
 from iusdiff.workers import map_items, stage_workers
 
 Segmenter = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (image, conditioning mask) -> {0,1} prediction

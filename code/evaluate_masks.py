@@ -37,7 +37,7 @@ from iusdiff.outputs.plotting import save_figure
 from iusdiff.outputs.results import write_results
 from iusdiff.outputs.samples import read_manifest
 from iusdiff.outputs.tables import write_table
-from iusdiff.plots_masks import FoldShape, fig4, fig6
+from iusdiff.report.plots_masks import FoldShape, fig4, fig6
 
 
 def parse_args(argv):

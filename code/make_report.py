@@ -17,7 +17,7 @@ from iusdiff.io import write_text
 from iusdiff.outputs.layout import MANIFEST, REPORT_FILE, RESULTS_DIR
 from iusdiff.outputs.results import paper_numbers, read_results
 from iusdiff.pipeline import read_manifest
-from iusdiff.report import render, stage_records
+from iusdiff.report.reproduction import render, stage_records
 
 
 def parse_args(argv):

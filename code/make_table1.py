@@ -15,7 +15,7 @@ from iusdiff.data.slices import load_dataset
 from iusdiff.outputs.layout import result_file
 from iusdiff.outputs.results import write_results
 from iusdiff.outputs.tables import write_table
-from iusdiff.table1 import build_table1, table1_numbers
+from iusdiff.report.table1 import build_table1, table1_numbers
 
 
 def parse_args(argv):

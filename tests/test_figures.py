@@ -1,4 +1,4 @@
-"""Figure builders of iusdiff.figures and make_figures.py on tiny stand-in sets."""
+"""Figure builders of iusdiff.report.figures and make_figures.py on tiny stand-in sets."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 
 from conftest import run_script
 from iusdiff.evaluation.fidelity import ModelComparison, PerImage, compare_models
-from iusdiff.figures import contact_sheet, fig8, fig10, nearest_training, squared_difference, zoom_box
 from iusdiff.outputs.plotting import save_figure
+from iusdiff.report.figures import contact_sheet, fig8, fig10, nearest_training, squared_difference, zoom_box
 from test_fidelity import SIZE, pair, tiny_samples, tiny_slices
 
 

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from iusdiff import plots_masks
 from iusdiff.evaluation import metrics
 from iusdiff.outputs.plotting import save_figure
+from iusdiff.report import plots_masks
 
 
 def blob(rng: np.random.Generator, size: int = 64) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from iusdiff.outputs.results import Number, paper_numbers, read_results, table3_keys, write_results
-from iusdiff.report import comparison_section, render
+from iusdiff.report.reproduction import comparison_section, render
 
 
 def test_every_paper_number_is_read_under_a_unique_key():

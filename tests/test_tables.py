@@ -10,7 +10,7 @@ import pytest
 from iusdiff.data.slices import SliceDataset, SliceRecord
 from iusdiff.data.splits import CASES, splits_for
 from iusdiff.outputs.tables import Table, latex_escape, to_csv, to_latex, to_markdown, write_table
-from iusdiff.table1 import build_table1
+from iusdiff.report.table1 import build_table1
 
 
 def sample() -> Table:

@@ -2,7 +2,7 @@
 
 Each evaluation stage writes ``OUT/results/<item>.csv`` with rows ``item, key, value, label``
 (``label`` = provenance and any stand-in). The paper's numbers (``paper/*.csv``) are read into the
-same keys here, and :mod:`iusdiff.report` joins the two.
+same keys here, and :mod:`iusdiff.report.reproduction` joins the two.
 
 Keys read like the paper's tables, e.g. ``fold 1 · tumour size · real median`` or
 ``proposed · FID · average``.
