@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from iusdiff.baselines.pix2pix import PatchDiscriminator, UNetGenerator, levels_for
-from iusdiff.config import load_profile
 from iusdiff.evaluation.fid import InceptionFeatures
 from iusdiff.generator.models import (
     MaskConditionedUNet,
@@ -34,6 +33,7 @@ from iusdiff.generator.models import (
     vae_factor,
     zero_text_embedding,
 )
+from iusdiff.pipeline.config import load_profile
 
 Step = Callable[[], None]
 

@@ -31,8 +31,8 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor
 from torch.utils.flop_counter import FlopCounterMode
 
-from iusdiff.config import load_profile
 from iusdiff.generator.models import MaskConditionedUNet, mask_conditioned_model, noise_scheduler, zero_text_embedding
+from iusdiff.pipeline.config import load_profile
 
 SD_LATENT_CHANNELS, SD_FACTOR, SD_TEXT_TOKENS, SD_TEXT_DIM = 4, 8, 77, 768
 TINY_UNET = {"block_out_channels": (32, 64), "layers_per_block": 1, "norm_num_groups": 8,

@@ -46,7 +46,7 @@ from iusdiff.generator.sampling import sample_images
 from iusdiff.generator.tasks import vae_inputs
 from iusdiff.io import load_mask_png, load_png
 from iusdiff.outputs.samples import fold_dir
-from iusdiff.runs import folds_argument
+from iusdiff.pipeline.runs import folds_argument
 
 VAES = {"proposed": "vae_image", "controlnet": "vae_image", "onestep": "vae_joint"}  # what each model decodes through
 

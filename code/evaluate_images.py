@@ -30,7 +30,6 @@ import numpy as np
 from tqdm import tqdm
 
 from iusdiff.cli import cases_argument, positive_int, run, save_options
-from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.data.slices import SliceDataset, load_dataset
 from iusdiff.errors import InputError
 from iusdiff.evaluation.downstream import captured_output, limit_cpu_threads, restore_matplotlib_defaults
@@ -76,8 +75,9 @@ from iusdiff.outputs.plotting import save_figure
 from iusdiff.outputs.results import write_results
 from iusdiff.outputs.samples import Sample
 from iusdiff.outputs.tables import write_table
+from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
+from iusdiff.pipeline.workers import map_items, stage_workers
 from iusdiff.report.figures import fig8
-from iusdiff.workers import map_items, stage_workers
 
 Segmenter = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (image, conditioning mask) -> {0,1} prediction
 SUMMARY_FIELDS = ("model", "fold", "n_images", "n_fid_real", "n_fid_gen", "fid", "kid", "kid_std", "dsc", "hd95",

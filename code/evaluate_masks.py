@@ -18,7 +18,6 @@ import json
 from pathlib import Path
 
 from iusdiff.cli import cases_argument, run, save_options
-from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.evaluation.mask_eval import (
@@ -37,6 +36,7 @@ from iusdiff.outputs.plotting import save_figure
 from iusdiff.outputs.results import write_results
 from iusdiff.outputs.samples import read_manifest
 from iusdiff.outputs.tables import write_table
+from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
 from iusdiff.report.plots_masks import FoldShape, fig4, fig6
 
 

@@ -24,7 +24,7 @@ from iusdiff.data.slices import check_size, load_dataset, write_manifest, write_
 from iusdiff.generator.training import run_key
 from iusdiff.io import atomic_dir
 from iusdiff.outputs.plotting import save_figure, slice_montage
-from iusdiff.runs import completed, script_digest
+from iusdiff.pipeline.runs import completed, script_digest
 
 
 def parse_args(argv):

@@ -53,7 +53,6 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 
 from iusdiff.baselines.controlnet import ControlledUNet, sample_controlnet_images
 from iusdiff.cli import run, save_options
-from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.evaluation.fid import InceptionFeatures
@@ -65,7 +64,8 @@ from iusdiff.generator.training import run_key, set_determinism
 from iusdiff.io import atomic_dir, atomic_path, load_mask_png, save_png
 from iusdiff.outputs.layout import fold_dir, model_dir
 from iusdiff.outputs.samples import read_manifest
-from iusdiff.runs import (
+from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
+from iusdiff.pipeline.runs import (
     OPTIONS,
     completed,
     data_digest,

@@ -28,14 +28,14 @@ import torch
 
 from iusdiff.baselines.pix2pix import check_test_mode, load_generator, translate
 from iusdiff.cli import run, save_options
-from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.generator.training import run_key
 from iusdiff.io import atomic_dir, load_mask_png, save_png, sha256_file
 from iusdiff.outputs.layout import fold_dir, model_dir
 from iusdiff.outputs.samples import Sample, read_manifest, write_manifest
-from iusdiff.runs import OPTIONS, completed, dataset_folds, folder_digest, folds_argument, script_digest
+from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
+from iusdiff.pipeline.runs import OPTIONS, completed, dataset_folds, folder_digest, folds_argument, script_digest
 
 SAMPLER = "pix2pix"
 

@@ -38,7 +38,6 @@ from iusdiff.baselines.controlnet import (
     build_controlnet,
 )
 from iusdiff.cli import run, save_options
-from iusdiff.config import load_stage_settings
 from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.generator.data import Augmentation, load_fold, seed_for
@@ -55,7 +54,8 @@ from iusdiff.generator.models import (
 from iusdiff.generator.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, validation_latents
 from iusdiff.generator.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.outputs.layout import fold_dir, model_dir
-from iusdiff.runs import (
+from iusdiff.pipeline.config import load_stage_settings
+from iusdiff.pipeline.runs import (
     OPTIONS,
     add_training_arguments,
     completed,

@@ -54,7 +54,7 @@ from iusdiff.generator.sampling import sample_images
 from iusdiff.generator.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, validation_latents
 from iusdiff.generator.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.outputs.layout import fold_dir, model_dir
-from iusdiff.runs import (
+from iusdiff.pipeline.runs import (
     add_training_arguments,
     completed,
     data_digest,

@@ -18,13 +18,13 @@ import argparse
 
 from iusdiff.baselines.pix2pix import Pix2PixTask, check_test_mode, levels_for, resolve_schedule
 from iusdiff.cli import run
-from iusdiff.config import load_stage_settings
 from iusdiff.errors import InputError
 from iusdiff.generator.data import Augmentation, load_fold, seed_for
 from iusdiff.generator.tasks import PairedBatches
 from iusdiff.generator.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.outputs.layout import fold_dir
-from iusdiff.runs import (
+from iusdiff.pipeline.config import load_stage_settings
+from iusdiff.pipeline.runs import (
     add_training_arguments,
     completed,
     data_digest,

@@ -27,7 +27,7 @@ from iusdiff.generator.tasks import KINDS, PairedBatches, VaeTask, resolve_steps
 from iusdiff.generator.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.io import atomic_dir
 from iusdiff.outputs.layout import MODEL_DIR, fold_dir
-from iusdiff.runs import (
+from iusdiff.pipeline.runs import (
     add_training_arguments,
     completed,
     data_digest,

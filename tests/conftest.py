@@ -122,8 +122,8 @@ def smoke_base(tmp_path_factory) -> Path:
     per-fold trainings start from (--pretrained)."""
     import torch
 
-    from iusdiff.config import load_profile
     from iusdiff.generator.models import build_mask_unet, build_prompted_unet, build_vae, zero_text_embedding
+    from iusdiff.pipeline.config import load_profile
     from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR
 
     tables = load_profile("smoke")["pretrain"]

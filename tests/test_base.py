@@ -15,7 +15,7 @@ import train_vae
 from iusdiff.errors import InputError
 from iusdiff.generator.models import MaskConditionedUNet, PromptedUNet
 from iusdiff.generator.training import MODEL_DIR
-from iusdiff.runs import folder_digest
+from iusdiff.pipeline.runs import folder_digest
 from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR, TEXT_FILE
 
 from conftest import run_script

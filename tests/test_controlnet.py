@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 import sample
 import train_controlnet
 from iusdiff.baselines.controlnet import CONTROLNET_DIR, ControlledUNet, ControlNetTask, build_controlnet
-from iusdiff.config import load_profile
 from iusdiff.errors import InputError
 from iusdiff.generator.data import Augmentation
 from iusdiff.generator.models import PromptedUNet, build_prompted_unet, build_vae, noise_scheduler, zero_text_embedding
@@ -23,8 +22,9 @@ from iusdiff.generator.tasks import LatentSource, LdmTask, PairedBatches, valida
 from iusdiff.generator.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.io import load_png, save_png, write_json
 from iusdiff.outputs.samples import Sample, write_manifest
-from iusdiff.pipeline import Context, prepare_job
-from iusdiff.stages import STAGES
+from iusdiff.pipeline.config import load_profile
+from iusdiff.pipeline.runner import Context, prepare_job
+from iusdiff.pipeline.stages import STAGES
 
 from conftest import REPO, InterruptAt, fold_data
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from iusdiff.config import load_profile
 from iusdiff.errors import InputError
-from iusdiff.pipeline import Context, prepare_job
-from iusdiff.stages import GENERATOR_STAGES, STAGES, check_pretrained_weights
+from iusdiff.pipeline.config import load_profile
+from iusdiff.pipeline.runner import Context, prepare_job
+from iusdiff.pipeline.stages import GENERATOR_STAGES, STAGES, check_pretrained_weights
 
 from conftest import REPO
 from test_generator_models import sd_folder

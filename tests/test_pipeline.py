@@ -10,8 +10,8 @@ import pytest
 from iusdiff.errors import InputError
 import functools
 
-from iusdiff.pipeline import MANIFEST, Context, StageFailed, load_record, plan_pipeline, read_manifest, run_pipeline, verify
-from iusdiff.pipeline import Stage as PipelineStage
+from iusdiff.pipeline.runner import MANIFEST, Context, StageFailed, load_record, plan_pipeline, read_manifest, run_pipeline, verify
+from iusdiff.pipeline.runner import Stage as PipelineStage
 
 # Toy scripts take their settings as flags; the settings file route is tested on its own below.
 Stage = functools.partial(PipelineStage, takes_settings=False)
@@ -147,7 +147,7 @@ def test_preflight_failure_happens_before_any_work(tmp_path):
 
 
 def test_code_digest_follows_imports_transitively(tmp_path):
-    from iusdiff.pipeline import code_digest
+    from iusdiff.pipeline.digests import code_digest
 
     package = tmp_path / "pkg"
     package.mkdir()
@@ -167,7 +167,7 @@ def test_code_digest_follows_imports_transitively(tmp_path):
 @pytest.mark.parametrize("statement", ["from pkg.sub.leaf import VALUE", "from pkg.sub import leaf", "import pkg.sub.leaf",
                                        "from pkg.sub import via_relative"])
 def test_code_digest_follows_subpackages_and_their_init_files(tmp_path, statement):
-    from iusdiff.pipeline import code_digest
+    from iusdiff.pipeline.digests import code_digest
 
     package, files = tmp_path / "pkg", {
         "__init__.py": "", "sub/__init__.py": "", "sub/leaf.py": "from pkg.other.deep import DEEP\nVALUE = 1\n",
@@ -229,7 +229,7 @@ def _run_fold(out: str, script: str, fold) -> None:
 
 
 def test_per_fold_stages_expand_and_wire_to_their_own_fold(tmp_path):
-    from iusdiff.pipeline import expand
+    from iusdiff.pipeline.runner import expand
 
     stages = {s.name: s for s in expand(fold_stages(tmp_path / "x.py"), (1, 2))}
     assert list(stages) == ["data", "train@fold1", "train@fold2", "sample@fold1", "sample@fold2", "tables"]
@@ -271,7 +271,7 @@ def test_concurrent_stages_give_the_sequential_manifest(tmp_path):
 
 
 def test_ready_stages_start_in_order_and_a_failure_stops_new_work():
-    from iusdiff.pipeline import run_when_ready
+    from iusdiff.pipeline.runner import run_when_ready
 
     stages = [Stage(n, "x.py", (), lambda ctx: [], deps=d) for n, d in (("a", ()), ("b", ("a",)), ("c", ("a",)), ("d", ("b", "c")))]
     order: list[str] = []
@@ -293,7 +293,7 @@ def test_ready_stages_start_in_order_and_a_failure_stops_new_work():
 
 
 def test_pinned_threads_reach_the_stage_scripts(tmp_path):
-    from iusdiff.pipeline import script_env
+    from iusdiff.pipeline.runner import script_env
 
     assert script_env(tmp_path, 1)["OMP_NUM_THREADS"] == "1" and script_env(tmp_path, 3)["MKL_NUM_THREADS"] == "3"
 
@@ -325,7 +325,7 @@ def test_single_stage_needs_its_inputs_first(tmp_path):
 def test_launcher_applies_to_distributed_stages_only(tmp_path):
     import sys
 
-    from iusdiff.pipeline import LAUNCHER_ENV, stage_command
+    from iusdiff.pipeline.runner import LAUNCHER_ENV, stage_command
 
     train = Stage("train", "train_ldm.py", ("m",), lambda ctx: [], distributed=True)
     table = Stage("table", "make_table1.py", ("t",), lambda ctx: [])

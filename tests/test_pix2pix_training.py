@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 import sample_pix2pix
 import train_pix2pix
 from iusdiff.baselines.pix2pix import LEARNING_RATE, Pix2PixTask, Schedule, UNetGenerator, resolve_schedule, translate
-from iusdiff.config import load_profile
 from iusdiff.data.slices import SliceRecord, write_manifest as write_slices_manifest, write_splits
 from iusdiff.errors import InputError
 from iusdiff.generator.data import Augmentation
@@ -23,8 +22,9 @@ from iusdiff.generator.tasks import PairedBatches
 from iusdiff.generator.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.io import load_png, save_png, sha256_file
 from iusdiff.outputs.samples import Sample, read_manifest, write_manifest
-from iusdiff.pipeline import Context, prepare_job
-from iusdiff.stages import STAGES
+from iusdiff.pipeline.config import load_profile
+from iusdiff.pipeline.runner import Context, prepare_job
+from iusdiff.pipeline.stages import STAGES
 
 from conftest import REPO, Interrupted, InterruptAt, fold_data
 

@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from iusdiff.config import load_profile
 from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.io import load_png
-from iusdiff.stages import SAMPLES_DIR
+from iusdiff.pipeline.config import load_profile
+from iusdiff.pipeline.stages import SAMPLES_DIR
 
 from conftest import run_script, start_script
 

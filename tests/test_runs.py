@@ -8,8 +8,8 @@ import argparse
 import pytest
 
 from iusdiff.errors import InputError
-from iusdiff.config import load_profile, stage_settings, write_stage_settings
-from iusdiff.runs import pretrained_identity, settings, training_config
+from iusdiff.pipeline.config import load_profile, stage_settings, write_stage_settings
+from iusdiff.pipeline.runs import pretrained_identity, settings, training_config
 
 
 def _args(**kw) -> argparse.Namespace:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from iusdiff import settings as schema
-from iusdiff.config import load_profile
 from iusdiff.errors import InputError
-from iusdiff.settings import resolve, show_settings
+from iusdiff.pipeline import settings as schema
+from iusdiff.pipeline.config import load_profile
+from iusdiff.pipeline.settings import resolve, show_settings
 
 GOLDEN = Path(__file__).parent / "fixtures" / "settings_before_issue23.json"
 TRAINING = ("vae_image", "vae_mask", "vae_joint", "ldm_mask", "ldm_ius", "ldm_onestep")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from iusdiff import pipeline
-from iusdiff.pipeline import MANIFEST, Context, Stage, StageFailed, run_pipeline, script_env
-from iusdiff.stagehost import HostUnavailable, StageHost
-from iusdiff.stages import STAGES
+from iusdiff.pipeline import runner
+from iusdiff.pipeline.runner import MANIFEST, Context, Stage, StageFailed, run_pipeline, script_env
+from iusdiff.pipeline.stagehost import HostUnavailable, StageHost
+from iusdiff.pipeline.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,7 +136,7 @@ def test_torch_free_stages_start_their_own_python_and_the_host_only_when_needed(
         started.append(env)
         return StageHost(env, preload=("json",))
 
-    monkeypatch.setattr(pipeline, "StageHost", counting_host)
+    monkeypatch.setattr(runner, "StageHost", counting_host)
     ctx = Context(profile={"name": "toy", "threads": 1}, out=tmp_path / "out", repo=tmp_path, resect_root="", seg_root="")
     light = Stage("light", str(script), ("light.txt",), lambda ctx: ["light.txt"], uses_torch=False)
     heavy = Stage("heavy", str(script), ("heavy.txt",), lambda ctx: ["heavy.txt"], deps=("light",))

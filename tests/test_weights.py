@@ -15,13 +15,13 @@ import torch
 import torchvision
 from segment_anything import sam_model_registry
 
-from iusdiff.config import load_profile, provenance
 from iusdiff.data.splits import CASES
 from iusdiff.errors import InputError
 from iusdiff.evaluation.medsam import load_medsam
 from iusdiff.generator.losses import perceptual_loss
-from iusdiff.pipeline import Context, run_pipeline, startup_checks
-from iusdiff.stages import STAGES
+from iusdiff.pipeline.config import load_profile, provenance
+from iusdiff.pipeline.runner import Context, run_pipeline, startup_checks
+from iusdiff.pipeline.stages import STAGES
 from iusdiff.weights import VGG16_FILE, torch_hub_dir, weight_deviations
 
 from conftest import REPO, run_script, write_case

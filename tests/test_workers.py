@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from iusdiff.workers import WORKERS_ENV, map_items, stage_workers
+from iusdiff.pipeline.workers import WORKERS_ENV, map_items, stage_workers
 
 
 def seeded_draw(seed: int) -> tuple[int, list[float]]:

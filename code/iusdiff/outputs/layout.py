@@ -1,7 +1,7 @@
 """The output folder's layout: every folder and file a stage owns, named once here.
 
 The pipeline runs each script inside the output folder (OUT) with relative paths (see
-iusdiff.pipeline), so the names below are strings relative to OUT; the per-fold helpers take
+iusdiff.pipeline.runner), so the names below are strings relative to OUT; the per-fold helpers take
 any root, a script's ``--out`` or an input folder. docs/pipeline.md ("What the default run
 produces") describes the same tree::
 

@@ -1,6 +1,6 @@
 """What code a script runs: its source and every module of its package it imports.
 
-Kept apart from the stage runner so that the scripts' own run keys (iusdiff.runs) do not
+Kept apart from the stage runner so that the scripts' own run keys (iusdiff.pipeline.runs) do not
 depend on the runner's source: editing the runner must not invalidate finished trainings.
 
 Imports are read from the source (never executed), in every form: ``import pkg.a.b``,

@@ -43,7 +43,7 @@ from iusdiff.outputs.layout import (
     samples_dir,
     table_files,
 )
-from iusdiff.pipeline import Context, Stage
+from iusdiff.pipeline.runner import Context, Stage
 from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR, SCHEDULER_DIR, TEXT_FILE, UNET_DIR, check_medsam, check_perceptual, check_pretrained
 
 GENERATOR_STAGES = ("vae_image", "vae_mask", "ldm_mask", "ldm_ius", "sample")

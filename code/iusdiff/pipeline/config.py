@@ -16,7 +16,7 @@ from typing import Any
 from iusdiff.data.splits import CASES, check_cases, paper_folds
 from iusdiff.errors import InputError
 from iusdiff.io import write_json
-from iusdiff.settings import profile_names, resolve
+from iusdiff.pipeline.settings import profile_names, resolve
 from iusdiff.weights import weight_deviations
 
 PROFILES = profile_names()

@@ -33,13 +33,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from iusdiff.config import stage_settings, write_stage_settings
-from iusdiff.digests import code_digest
 from iusdiff.errors import InputError
 from iusdiff.io import sha256_file, write_json, write_text
 from iusdiff.outputs.layout import FIGURES_DIR, MANIFEST, STATE_DIR, TABLES_DIR, fold_name, settings_file
-from iusdiff.stagehost import HostUnavailable, StageHost
-from iusdiff.workers import WORKERS_ENV
+from iusdiff.pipeline.config import stage_settings, write_stage_settings
+from iusdiff.pipeline.digests import code_digest
+from iusdiff.pipeline.stagehost import HostUnavailable, StageHost
+from iusdiff.pipeline.workers import WORKERS_ENV
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ def run_stage(stage: Stage, ctx: Context, argv: list[str], workers: int = 1, hos
     """Run a stage's script, forked from ``host`` when given and no launcher is set, else as a
     subprocess; returns its peak resident memory in MiB (for bench/stages.py).
 
-    ``workers``: processes the stage may use for independent items (iusdiff.workers)."""
+    ``workers``: processes the stage may use for independent items (iusdiff.pipeline.workers)."""
     env = script_env(ctx.repo, ctx.profile.get("threads") or None) | {WORKERS_ENV: str(max(1, workers))}
     script = script_path(stage, ctx.repo)
     command = stage_command(stage, script, argv, env)
@@ -456,7 +456,7 @@ def run_pipeline(
     instances (a cluster job); ``only`` to one stage. Inputs outside the selection must have
     been produced already. A full run afterwards finds everything up to date and merges.
     ``jobs`` > 1 runs stages whose inputs are ready side by side (folds, independent models).
-    ``stage_host``: fork the stages from one process that has imported torch (iusdiff.stagehost).
+    ``stage_host``: fork the stages from one process that has imported torch (iusdiff.pipeline.stagehost).
     """
     enabled = expand([s for s in stages if s.enabled(ctx)], folds)
     names = {s.name for s in enabled}

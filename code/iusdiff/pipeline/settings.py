@@ -1,5 +1,5 @@
 """The settings schema: every section a profile may hold, its fields, their types and the values
-that never change between profiles (one comment each). Profiles (``iusdiff/profiles/*.toml``)
+that never change between profiles (one comment each). Profiles (``iusdiff/pipeline/profiles/*.toml``)
 state only what differs from here: ``default.toml`` whole, the others as ``inherit`` deltas.
 
 Resolution (:func:`resolve`) gives the nested dict the runner and the scripts see: each training
@@ -274,12 +274,12 @@ AUGMENTED = (Vae, Ldm, ControlNet, Pix2Pix)
 
 
 def profile_names() -> tuple[str, ...]:
-    folder = resources.files("iusdiff").joinpath(PROFILE_DIR)
+    folder = resources.files(__package__).joinpath(PROFILE_DIR)
     return tuple(sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml")))
 
 
 def profile_file(name: str) -> Path:
-    return Path(str(resources.files("iusdiff").joinpath(PROFILE_DIR, f"{name}.toml")))
+    return Path(str(resources.files(__package__).joinpath(PROFILE_DIR, f"{name}.toml")))
 
 
 def read_toml(path: Path) -> dict[str, Any]:

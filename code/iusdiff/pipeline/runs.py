@@ -15,12 +15,12 @@ from pathlib import Path
 
 import iusdiff
 from iusdiff.cli import parse_cases, save_options
-from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.data.slices import SliceDataset, load_dataset
-from iusdiff.digests import code_digest
 from iusdiff.errors import InputError
 from iusdiff.io import sha256_file
 from iusdiff.outputs.layout import OPTIONS
+from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
+from iusdiff.pipeline.digests import code_digest
 from iusdiff.weights import TEXT_FILE, TEXT_SUBFOLDERS, resolve_pretrained
 
 

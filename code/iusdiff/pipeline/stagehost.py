@@ -46,7 +46,7 @@ class StageHost:
     def __init__(self, env: dict[str, str], preload: tuple[str, ...] = PRELOAD) -> None:
         requests_read, self._requests = os.pipe()
         self._replies, replies_write = os.pipe()
-        command = [sys.executable, "-c", "import sys; from iusdiff.stagehost import serve; sys.exit(serve())",
+        command = [sys.executable, "-c", "import sys; from iusdiff.pipeline.stagehost import serve; sys.exit(serve())",
                    str(requests_read), str(replies_write), *preload]
         self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, pass_fds=(requests_read, replies_write))
         os.close(requests_read)
