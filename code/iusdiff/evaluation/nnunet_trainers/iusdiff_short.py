@@ -1,6 +1,6 @@
 """Short nnU-Net v2 trainers for the CPU profiles of the downstream study (paper Fig. 9).
 
-nnU-Net finds trainers by class name. These live outside site-packages: ``iusdiff.evaluation.downstream``
+nnU-Net finds trainers by class name. These live outside site-packages: ``iusdiff.downstream``
 points the ``nnUNet_extTrainer`` environment variable (nnunetv2 >= 2.8) at this folder, so the
 stock ``run_training`` and ``nnUNetPredictor`` machinery load them, and so does the command
 line (``nnUNetv2_train ... -tr nnUNetTrainer_iusdiffDefault``) with that variable set.
