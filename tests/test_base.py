@@ -18,9 +18,7 @@ from iusdiff.generator.training import MODEL_DIR
 from iusdiff.pipeline.runs import folder_digest
 from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR, TEXT_FILE
 
-from conftest import run_script
-from test_controlnet import SIZE, tiny_slices
-from test_generator_models import sd_folder
+from helpers import SIZE, run_script, sd_folder, tiny_slices
 
 
 def stage_outputs(root, base):

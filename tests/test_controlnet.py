@@ -2,53 +2,45 @@
 
 from __future__ import annotations
 
-import csv
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, ControlNetModel
+from diffusers import ControlNetModel
 from safetensors.torch import load_file
 
 import sample
 import train_controlnet
 from iusdiff.baselines.controlnet import CONTROLNET_DIR, ControlledUNet, ControlNetTask, build_controlnet
 from iusdiff.errors import InputError
-from iusdiff.generator.data import Augmentation
-from iusdiff.generator.models import PromptedUNet, build_prompted_unet, build_vae, noise_scheduler, zero_text_embedding
-from iusdiff.generator.tasks import LatentSource, LdmTask, PairedBatches, validation_latents
-from iusdiff.generator.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
-from iusdiff.io import load_png, save_png, write_json
+from iusdiff.generator.models import PromptedUNet, build_prompted_unet, noise_scheduler, zero_text_embedding
+from iusdiff.generator.tasks import LdmTask, validation_latents
+from iusdiff.generator.training import CHECKPOINTS, MODEL_DIR, make_accelerator, set_determinism
+from iusdiff.io import load_png, save_png
 from iusdiff.outputs.samples import Sample, write_manifest
 from iusdiff.pipeline.config import load_profile
 from iusdiff.pipeline.runner import Context, prepare_job
 from iusdiff.pipeline.stages import STAGES
 
-from conftest import REPO, InterruptAt, fold_data
+from helpers import (
+    LDM_CFG,
+    REPO,
+    SIZE,
+    InterruptAt,
+    check_contract,
+    fold_data,
+    latent_source,
+    run,
+    tiny_slices,
+    tiny_vae,
+)
 
-SIZE = 32
-LOOP = LoopConfig(steps=4, validation_steps=2, checkpointing_steps=2, keep_checkpoints=1, warmup_steps=1, lr_schedule="cosine")
-VAE_CFG = {"block_out_channels": [4, 4, 4], "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 4}  # x4
+
 UNET_CFG = {
     "block_out_channels": [8, 8], "layers_per_block": 1, "attention": [False, True], "attention_head_dim": 4,
     "norm_num_groups": 4, "cross_attention_dim": 8,
 }
-LDM_CFG = {
-    "lr": 1e-3, "validation_repeats": 1, "ema_decay": 0.9, "timesteps": 1000, "beta_start": 0.001, "beta_end": 0.02,
-    "uncond_prob": 0.0, "new_layers_lr": 0.0,
-}
-
-
-def tiny_vae(channels: int = 1) -> AutoencoderKL:
-    set_determinism(0)
-    return build_vae(VAE_CFG, channels, SIZE).requires_grad_(False).eval()
-
-
-def latent_source(vae: AutoencoderKL, acc, kind: str = "image") -> LatentSource:
-    batches = PairedBatches(fold_data(12, 0), Augmentation(), 4, seed=5, accelerator=acc)
-    return LatentSource(batches, vae, kind, copies=0, sample=True, device=acc.device)
 
 
 def phase_a_task() -> LdmTask:
@@ -67,10 +59,6 @@ def phase_b_task(base: PromptedUNet | None = None) -> ControlNetTask:
     z, masks = validation_latents(vae, "image", fold_data(4, 1), acc.device)
     save = lambda m, f: m.controlnet.save_pretrained(f / CONTROLNET_DIR)  # noqa: E731
     return ControlNetTask(model, latent_source(vae, acc), noise_scheduler(LDM_CFG), z, masks, LDM_CFG, acc, save)
-
-
-def run(task, out: Path, resume: bool = False):
-    return train(task, LOOP, out, run_key("test"), task.acc, resume, desc="test", log=lambda _: None)
 
 
 def test_from_unet_copies_the_trained_phase_a_unet_and_phase_b_leaves_it_frozen(tmp_path):
@@ -117,22 +105,6 @@ def test_an_interrupted_phase_resumes_into_the_same_run(tmp_path, make):
 # The scripts, in process, on a tiny slices folder with the smoke profile
 
 
-def tiny_slices(root: Path) -> Path:
-    """Subjects 1, 2 train fold 1 (3 slices each), subject 3 validates, 24 tests."""
-    data = fold_data(12, 7)
-    lines = ["subject,slice_index,position_mm,tumour_fraction,image,mask,image_sha256,mask_sha256\n"]
-    for i, subject in enumerate((1, 1, 1, 2, 2, 2, 3, 3, 3, 24, 24, 24)):
-        name = f"s{subject:02d}_k{i:04d}.png"
-        save_png(root / "images" / name, data.images[i])
-        save_png(root / "masks" / name, data.masks[i])
-        image_sha = hashlib.sha256(data.images[i].tobytes()).hexdigest()
-        mask_sha = hashlib.sha256(data.masks[i].tobytes()).hexdigest()
-        lines.append(f"{subject},{i},{i * 1.0},{data.masks[i].mean():.6f},images/{name},masks/{name},{image_sha},{mask_sha}\n")
-    (root / "slices.csv").write_text("".join(lines))
-    write_json(root / "splits.json", {"test": [24], "folds": [{"fold": 1, "train": [1, 2], "val": [3]}]})
-    return root
-
-
 def proposed_samples(root: Path, n: int) -> Path:
     """A proposed-model set for fold 1 (masks only matter here), 2 x n pairs."""
     data, samples = fold_data(2 * n, 9), []
@@ -143,19 +115,6 @@ def proposed_samples(root: Path, n: int) -> Path:
         samples.append(Sample(index, 1000 + index, f"masks/{name}", f"images/{name}", "ddim", 3, 3.0, 0))
     write_manifest(root / "fold1" / "manifest.csv", samples)
     return root
-
-
-def check_contract(folder: Path, n: int, seeds: list[int] | None = None) -> list[dict]:
-    rows = list(csv.DictReader((folder / "manifest.csv").read_text().splitlines()))
-    assert list(rows[0]) == list(sample.MANIFEST_FIELDS) and len(rows) == n
-    assert (folder / "options.json").is_file() and all(float(r["w"]) == 0.0 for r in rows)
-    if seeds is not None:
-        assert [int(r["seed"]) for r in rows] == seeds
-    for row in rows:
-        mask, image = load_png(folder / row["mask"]), load_png(folder / row["image"])
-        assert set(np.unique(mask)) <= {0, 1} and mask.shape == image.shape == (SIZE, SIZE)
-        assert int(row["empty"]) == int(not mask.any())
-    return rows
 
 
 def test_train_controlnet_then_sample_controlnet_writes_the_contract(tmp_path, smoke_base):

@@ -14,7 +14,7 @@ from iusdiff.data.slices import load_dataset, select_slices, write_case_slices
 from iusdiff.data.splits import CASES, paper_folds
 from iusdiff.errors import InputError
 
-from conftest import run_script
+from helpers import run_script
 
 
 def test_corpus_subjects_are_no_study_subject_and_validate_apart():

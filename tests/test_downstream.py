@@ -23,7 +23,8 @@ from iusdiff.io import load_png, save_png
 from iusdiff.outputs.results import read_results
 from iusdiff.outputs.samples import MANIFEST_FIELDS
 
-from conftest import run_script
+from helpers import run_script
+
 
 TEST_SUBJECTS = {24, 25, 27}
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.interface` is deprecated:FutureWarning")

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import csv
-import hashlib
-import importlib
 import json
 import math
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,6 @@ import pytest
 import scipy.stats
 import torch
 
-from conftest import run_script
 from iusdiff.evaluation.fid import InceptionFeatures
 from iusdiff.evaluation.fidelity import (
     MedSamSegmenter,
@@ -33,59 +29,12 @@ from iusdiff.evaluation.fidelity import (
     summarise_fidelity,
     table2,
 )
-from iusdiff.io import load_mask_png, save_png, write_json
-from iusdiff.outputs.samples import Sample, write_manifest
+from iusdiff.io import write_json
 from iusdiff.outputs.tables import to_markdown
 
-SIZE = 32
+from helpers import SIZE, blob, blob_pair, blob_samples, blob_slices, run_script, tiny_sam
+
 pytestmark = pytest.mark.filterwarnings("ignore:KID.*fewer than subset_size:UserWarning")
-
-
-def blob(size: int, centre: tuple[int, int], radius: float) -> np.ndarray:
-    rows, cols = np.indices((size, size))
-    return (((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) < radius**2).astype(np.uint8)
-
-
-def pair(rng: np.random.Generator, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """A speckled image, brighter inside a round tumour mask."""
-    mask = blob(SIZE, tuple(rng.integers(12, 20, 2)), radius)
-    image = np.clip(rng.normal(60, 20, (SIZE, SIZE)) + 120 * mask, 0, 255).astype(np.uint8)
-    return image, mask
-
-
-def tiny_slices(root: Path, per_subject: int = 3) -> Path:
-    """A prepared-slices folder: subjects 1, 2 train fold 1, subject 3 validates, 24 tests."""
-    rng = np.random.default_rng(0)
-    lines = ["subject,slice_index,position_mm,tumour_fraction,image,mask,image_sha256,mask_sha256\n"]
-    for subject in (1, 2, 3, 24):
-        for k in range(per_subject):
-            image, mask = pair(rng, 3 + 2 * k)
-            name = f"s{subject:02d}_k{k:04d}.png"
-            save_png(root / "images" / name, image)
-            save_png(root / "masks" / name, mask)
-            digest = hashlib.sha256(image.tobytes()).hexdigest()
-            lines.append(f"{subject},{k},{k * 1.0},{mask.mean():.6f},images/{name},masks/{name},{digest},{digest}\n")
-    (root / "slices.csv").write_text("".join(lines))
-    write_json(root / "splits.json", {"test": [24], "folds": [{"fold": 1, "train": [1, 2], "val": [3]}]})
-    return root
-
-
-def tiny_samples(root: Path, n: int, seed: int, generator: str | None = None, masks_from: Path | None = None) -> Path:
-    """A generated set for fold 1 in the sample contract (optionally on another set's masks)."""
-    rng = np.random.default_rng(seed)
-    folder, samples = root / "fold1", []
-    for index in range(n):
-        image, mask = pair(rng, 2 + index)
-        if masks_from is not None:
-            mask = load_mask_png(masks_from / "fold1" / "masks" / f"{index:05d}.png")
-        name = f"{index:05d}.png"
-        save_png(folder / "images" / name, image)
-        save_png(folder / "masks" / name, mask)
-        samples.append(Sample(index, index, f"masks/{name}", f"images/{name}", "test", 1, 0.0, int(not mask.any())))
-    write_manifest(folder / "manifest.csv", samples)
-    if generator:
-        write_json(root / "options.json", {"generator": generator})
-    return root
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,7 +153,7 @@ def one_thread():
 
 def test_fid_and_kid_on_a_few_real_inception_calls(one_thread):
     rng = np.random.default_rng(0)
-    images = [pair(rng, 4)[0] for _ in range(8)]
+    images = [blob_pair(rng, 4)[0] for _ in range(8)]
     features = InceptionFeatures(progress=False)(images)
     same = image_quality(features[:4], features[:4])
     other = image_quality(features[:4], features[4:])
@@ -216,17 +165,11 @@ def test_fid_and_kid_on_a_few_real_inception_calls(one_thread):
 # Segmenters
 
 
-tiny_sam = partial(
-    importlib.import_module("segment_anything.build_sam")._build_sam,
-    encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=[1],
-)
-
-
 def test_medsam_segmenter_adapter_on_a_tiny_random_sam(tmp_path):
     torch.manual_seed(0)
     torch.save(tiny_sam().state_dict(), tmp_path / "sam.pth")
     segmenter = MedSamSegmenter(tmp_path / "sam.pth", builder=tiny_sam)
-    image, mask = pair(np.random.default_rng(1), 6)
+    image, mask = blob_pair(np.random.default_rng(1), 6)
     prediction = segmenter(image, mask)
     assert prediction.shape == mask.shape and set(np.unique(prediction)) <= {0, 1}
 
@@ -257,9 +200,9 @@ def tiny_image_vae(root: Path) -> Path:
 
 
 def test_evaluate_images_script_labels_stand_ins_and_missing_parts(tmp_path):
-    slices = tiny_slices(tmp_path / "slices")
-    tiny_samples(tmp_path / "samples" / "proposed", 6, seed=1)
-    tiny_samples(tmp_path / "samples" / "onestep", 6, seed=2, generator="stand-in generator: perturbed real pairs")
+    slices = blob_slices(tmp_path / "slices")
+    blob_samples(tmp_path / "samples" / "proposed", 6, seed=1)
+    blob_samples(tmp_path / "samples" / "onestep", 6, seed=2, generator="stand-in generator: perturbed real pairs")
     result = run_script(
         "evaluate_images.py", "--slices", slices, "--samples", tmp_path / "samples", "--profile", "smoke",
         "--segmenter", "standin", "--downstream", tmp_path / "downstream", "--folds", "1", "--fid-max-images", "4",
@@ -285,8 +228,8 @@ def test_evaluate_images_script_labels_stand_ins_and_missing_parts(tmp_path):
 
 
 def test_evaluate_images_names_a_short_generated_set(tmp_path):
-    slices = tiny_slices(tmp_path / "slices")
-    tiny_samples(tmp_path / "samples" / "proposed", 3, seed=1)
+    slices = blob_slices(tmp_path / "slices")
+    blob_samples(tmp_path / "samples" / "proposed", 3, seed=1)
     result = run_script("evaluate_images.py", "--slices", slices, "--samples", tmp_path / "samples", "--profile", "smoke",
                         "--folds", "1", cwd=tmp_path)
     assert result.returncode == 2 and "proposed/fold1/manifest.csv: 3 generated pairs, Table 2 needs 6" in result.stderr

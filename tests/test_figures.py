@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import run_script
 from iusdiff.evaluation.fidelity import ModelComparison, PerImage, compare_models
 from iusdiff.outputs.plotting import save_figure
 from iusdiff.report.figures import contact_sheet, fig8, fig10, nearest_training, squared_difference, zoom_box
-from test_fidelity import SIZE, pair, tiny_samples, tiny_slices
+
+from helpers import SIZE, blob_pair, blob_samples, blob_slices, run_script
 
 
 def test_zoom_box_is_a_square_around_the_tumour_inside_the_image():
@@ -31,7 +31,7 @@ def test_nearest_training_image_and_squared_difference():
 
 def test_builders_write_png_and_pdf_with_missing_models_as_panels(tmp_path):
     rng = np.random.default_rng(0)
-    pairs = [pair(rng, 4 + i) for i in range(3)]
+    pairs = [blob_pair(rng, 4 + i) for i in range(3)]
     masks = [m for _, m in pairs]
     panels = {"proposed": pairs, "pix2pix": [None, None, None]}
     written = save_figure(contact_sheet(masks, panels, ["stand-in label"]), tmp_path / "sheet")
@@ -48,9 +48,9 @@ def test_builders_write_png_and_pdf_with_missing_models_as_panels(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_make_figures_script_on_a_tiny_set_with_models_missing(tmp_path):
-    slices = tiny_slices(tmp_path / "slices")
-    proposed = tiny_samples(tmp_path / "samples" / "proposed", 6, seed=1)
-    tiny_samples(tmp_path / "samples" / "pix2pix", 6, seed=3, generator="stand-in generator: test", masks_from=proposed)
+    slices = blob_slices(tmp_path / "slices")
+    proposed = blob_samples(tmp_path / "samples" / "proposed", 6, seed=1)
+    blob_samples(tmp_path / "samples" / "pix2pix", 6, seed=3, generator="stand-in generator: test", masks_from=proposed)
     result = run_script("make_figures.py", "--slices", slices, "--samples", tmp_path / "samples", "--profile", "smoke",
                         "--figures", tmp_path / "figures", "--options", tmp_path / "options.json")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import pytest
@@ -23,66 +22,7 @@ from iusdiff.generator.models import (
 )
 from iusdiff.weights import check_pretrained, resolve_pretrained
 
-TINY_UNET = dict(
-    sample_size=8,
-    in_channels=4,
-    out_channels=4,
-    block_out_channels=(8, 16),
-    layers_per_block=1,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-    cross_attention_dim=16,
-    attention_head_dim=4,
-    norm_num_groups=4,
-)
-TINY_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 2,
-    up_block_types=("UpDecoderBlock2D",) * 2,
-    block_out_channels=(8, 8),
-    latent_channels=4,
-    norm_num_groups=4,
-    sample_size=32,
-)
-
-
-def tiny_unet(seed: int = 0) -> UNet2DConditionModel:
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**TINY_UNET)
-    with torch.no_grad():  # a random non-zero bias, so that forgetting to copy it would show
-        unet.conv_in.bias.normal_()
-    return unet.eval()
-
-
-CLIP_VOCAB = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2}  # SD's tokenizer: BOS, EOS (= padding)
-CLIP_TOKENS = 8  # SD: 77
-
-
-def tiny_text_encoder(root) -> None:
-    """SD's tokenizer/ and text_encoder/ at toy size: a CLIP vocabulary written here (nothing is
-    downloaded) and a random one-layer CLIPTextModel as wide as the tiny UNet's cross-attention."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    tokenizer = root / "tokenizer"
-    tokenizer.mkdir(parents=True)
-    (tokenizer / "vocab.json").write_text(json.dumps(CLIP_VOCAB))
-    (tokenizer / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(tokenizer / "vocab.json"), str(tokenizer / "merges.txt"), model_max_length=CLIP_TOKENS).save_pretrained(tokenizer)
-    config = CLIPTextConfig(vocab_size=len(CLIP_VOCAB), hidden_size=TINY_UNET["cross_attention_dim"], intermediate_size=32,
-                            num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=CLIP_TOKENS,
-                            bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    CLIPTextModel(config).save_pretrained(root / "text_encoder")
-
-
-def sd_folder(root, with_text: bool = False):
-    """A tiny SD-1.5-layout pipeline folder written with save_pretrained (no downloads)."""
-    torch.manual_seed(1)
-    tiny_unet().save_pretrained(root / "unet")
-    AutoencoderKL(**TINY_VAE).save_pretrained(root / "vae")
-    if with_text:
-        tiny_text_encoder(root)
-    return root
+from helpers import CLIP_TOKENS, TINY_UNET, TINY_VAE, sd_folder, tiny_unet
 
 
 def test_widened_conv_in_leaves_the_pretrained_output_unchanged():

@@ -9,8 +9,8 @@ from iusdiff.pipeline.config import load_profile
 from iusdiff.pipeline.runner import Context, prepare_job
 from iusdiff.pipeline.stages import GENERATOR_STAGES, STAGES, check_pretrained_weights
 
-from conftest import REPO
-from test_generator_models import sd_folder
+from helpers import REPO, sd_folder
+
 
 PRETRAIN_STAGES = ("corpus", "pretrain_vae_image", "pretrain_vae_mask", "pretrain_ldm_image", "pretrain_ldm_mask", "pretrain_mask", "pretrain")
 BASE_GROUP = {"vae_image": "pretrain", "vae_mask": "pretrain_mask", "ldm_mask": "pretrain_mask", "ldm_ius": "pretrain"}

@@ -17,7 +17,8 @@ from iusdiff.generator.models import MaskConditionedUNet, MaskEmbedding, build_i
 from iusdiff.generator.tasks import LatentSource, LdmTask, PairedBatches, VaeTask, parameter_groups, validation_latents
 from iusdiff.generator.training import CHECKPOINTS, MODEL_DIR, LoopConfig, make_accelerator, run_key, set_determinism, train
 
-from conftest import REPO, Interrupted, InterruptAt, fold_data
+from helpers import REPO, InterruptAt, Interrupted, fold_data
+
 
 LOOP = LoopConfig(steps=6, validation_steps=2, checkpointing_steps=2, keep_checkpoints=1, warmup_steps=2, lr_schedule="cosine")
 VAE_CFG = {

@@ -12,7 +12,7 @@ from iusdiff.baselines.perturb import perturb_pair
 from iusdiff.evaluation.mask_eval import compare_fold, esd_exponent, nonempty_prefix, shape_set, table3, table4
 from iusdiff.io import load_mask_png, save_png
 
-from conftest import run_script
+from helpers import run_script
 
 
 def star_masks(n: int, seed: int, size: int = 64) -> list[np.ndarray]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-from functools import partial
 
 import numpy as np
 import pytest
@@ -12,15 +10,7 @@ import torch
 from iusdiff.errors import InputError
 from iusdiff.evaluation.medsam import MEDSAM_SIZE, boxes_from_mask, load_medsam, preprocess, scale_boxes, segment
 
-# segment_anything's own builder with a tiny image encoder; prompt encoder and mask decoder are
-# the real ViT-B ones, so everything after the image encoder is exactly MedSAM's shape.
-tiny_sam = partial(
-    importlib.import_module("segment_anything.build_sam")._build_sam,
-    encoder_embed_dim=32,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=[1],
-)
+from helpers import run_script, tiny_sam
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +76,6 @@ def test_missing_or_wrong_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_script_without_checkpoint_fails_before_work(tmp_path):
-    from conftest import run_script
 
     samples = tmp_path / "samples"
     (samples / "fold1").mkdir(parents=True)

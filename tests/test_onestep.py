@@ -17,8 +17,8 @@ from iusdiff.generator.sampling import sample_joint
 from iusdiff.generator.tasks import LdmTask, validation_latents
 from iusdiff.generator.training import CHECKPOINTS, MODEL_DIR, make_accelerator, set_determinism
 
-from conftest import InterruptAt, fold_data
-from test_controlnet import LDM_CFG, SIZE, check_contract, latent_source, run, tiny_slices, tiny_vae
+from helpers import LDM_CFG, SIZE, InterruptAt, check_contract, fold_data, latent_source, run, tiny_slices, tiny_vae
+
 
 UNET_CFG = {"block_out_channels": [8, 8], "layers_per_block": 1, "attention": [False, True], "attention_head_dim": 4, "norm_num_groups": 4}
 SCHEDULE = noise_scheduler(LDM_CFG).config

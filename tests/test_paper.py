@@ -9,7 +9,8 @@ import pytest
 
 from iusdiff.outputs.paper import read_csv
 
-from conftest import REPO
+from helpers import REPO
+
 
 NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?!\w)")  # not the digits of β1, R2, χ²
 

@@ -11,7 +11,8 @@ from iusdiff.data.phantom import generate_case
 from iusdiff.data.resect import load_case
 from iusdiff.data.slices import select_slices
 
-from conftest import run_script
+from helpers import run_script
+
 
 # sha256 of (US voxels, mask voxels) of case 1, seed 0, scale 0.25. The phantom uses only
 # platform-independent numpy/scipy operations, so this holds on any machine; if it changes,

@@ -26,7 +26,8 @@ from iusdiff.pipeline.config import load_profile
 from iusdiff.pipeline.runner import Context, prepare_job
 from iusdiff.pipeline.stages import STAGES
 
-from conftest import REPO, Interrupted, InterruptAt, fold_data
+from helpers import REPO, InterruptAt, Interrupted, fold_data
+
 
 SIZE = 32
 CFG = {"ngf": 4, "ndf": 4, "disc_layers": 3, "test_mode": "train"}

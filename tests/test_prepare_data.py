@@ -14,7 +14,7 @@ import pytest
 from iusdiff.data.resect import save_nifti
 from iusdiff.io import load_png, sha256_file
 
-from conftest import blob_case, run_script, write_case
+from helpers import blob_case, run_script, write_case
 
 
 def prepare(resect: Path, seg: Path, out: Path, *extra, size=32, cases="1,2"):

@@ -14,7 +14,8 @@ from iusdiff.io import load_png
 from iusdiff.pipeline.config import load_profile
 from iusdiff.pipeline.stages import SAMPLES_DIR
 
-from conftest import run_script, start_script
+from helpers import run_script, start_script
+
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,8 @@ from iusdiff.data.slices import (
 )
 from iusdiff.errors import InputError
 
-from conftest import blob_case, write_case
+from helpers import blob_case, write_case
+
 
 F32 = lambda x: float(np.float32(x))  # noqa: E731  spacing as the NIfTI header stores it
 

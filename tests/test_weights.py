@@ -24,9 +24,8 @@ from iusdiff.pipeline.runner import Context, run_pipeline, startup_checks
 from iusdiff.pipeline.stages import STAGES
 from iusdiff.weights import VGG16_FILE, torch_hub_dir, weight_deviations
 
-from conftest import REPO, run_script, write_case
-from test_generator_models import sd_folder
-from test_medsam import tiny_sam
+from helpers import REPO, run_script, sd_folder, tiny_sam, write_case
+
 
 SD_DIR, MEDSAM_FILE = "stable-diffusion-v1-5", "medsam_vit_b.pth"  # the paper profile's settings
 
