@@ -482,7 +482,7 @@ def fold_predictor(results: Path, fold: int, device: str, mirroring: bool = True
     ``nnUNetPredictor`` reloads every fold's state dict before each image so that it can ensemble
     folds; with one fold that reload is the same weights again, and on a CPU it was 30% of the
     stand-in segmenter's time per 64 px image. Everything else is nnU-Net's own code, so the
-    logits are the same bits (tests/test_downstream.py checks it against the stock predictor)."""
+    logits are the same bits (tests/evaluation/test_downstream.py checks it against the stock predictor)."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 

@@ -95,7 +95,7 @@ def slope_ttest(
     Each set keeps its own residual variance. The interaction term of a pooled OLS model
     ``log v ~ log s * group`` estimates the same slope difference but with one pooled residual
     variance, so its t equals this one only when both sets have the same residual variance and
-    differs otherwise; tests/test_stats.py checks the exact ratio between the two.
+    differs otherwise; tests/evaluation/test_stats.py checks the exact ratio between the two.
     """
     return slope_ttest_from_fits(loglog_fit(sizes_a, values_a), loglog_fit(sizes_b, values_b))
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from iusdiff.errors import InputError
-import functools
-
 from iusdiff.pipeline.runner import MANIFEST, Context, StageFailed, load_record, plan_pipeline, read_manifest, run_pipeline, verify
 from iusdiff.pipeline.runner import Stage as PipelineStage
+
+from helpers import REPO
 
 # Toy scripts take their settings as flags; the settings file route is tested on its own below.
 Stage = functools.partial(PipelineStage, takes_settings=False)
@@ -43,7 +44,7 @@ def toy(tmp_path: Path):
         ]
 
     def run(value: str = "x", **kwargs):
-        ctx = Context(profile={"name": "toy"}, out=out, repo=Path(__file__).resolve().parents[1], resect_root="", seg_root="")
+        ctx = Context(profile={"name": "toy"}, out=out, repo=REPO, resect_root="", seg_root="")
         return run_pipeline(ctx, stages(value), log=lambda line: None, **kwargs)
 
     def runs() -> list[str]:

@@ -109,7 +109,7 @@ def test_smoke_profile_end_to_end_rerun_and_verify(smoke_run, tmp_path):
     # Scale-out: folds 1 and 2 as two concurrent jobs sharing another folder (as on a cluster).
     # Each runs the shared data stages (once, under a lock) and its fold's instances; together
     # their manifest holds exactly the single-process run's checksums of those stages. (The
-    # final merge run is tested on a toy pipeline in test_pipeline.py; here it would repeat
+    # final merge run is tested on a toy pipeline in test_runner.py; here it would repeat
     # folds 3-5 for minutes.)
     other = tmp_path / "fold_jobs"
     jobs = [start_script("run_all.sh", "--profile", "smoke", "--out", other, "--fold", k) for k in (1, 2)]

@@ -16,7 +16,7 @@ from iusdiff.pipeline.runner import MANIFEST, Context, Stage, StageFailed, run_p
 from iusdiff.pipeline.stagehost import HostUnavailable, StageHost
 from iusdiff.pipeline.stages import STAGES
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 REPORT = """
 import json, os, pathlib, sys

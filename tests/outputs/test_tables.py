@@ -1,4 +1,4 @@
-"""Table rendering (CSV / Markdown / LaTeX) and Table 1 from a prepared dataset."""
+"""Table rendering: CSV, Markdown and LaTeX."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ import io
 
 import pytest
 
-from iusdiff.data.slices import SliceDataset, SliceRecord
-from iusdiff.data.splits import CASES, splits_for
 from iusdiff.outputs.tables import Table, latex_escape, to_csv, to_latex, to_markdown, write_table
-from iusdiff.report.table1 import build_table1
 
 
 def sample() -> Table:
@@ -52,19 +49,3 @@ def test_ragged_rows_and_bad_groups_are_rejected():
 def test_write_table_writes_three_formats(tmp_path):
     paths = write_table(sample(), tmp_path)
     assert [p.name for p in paths] == ["table3.csv", "table3.md", "table3.tex"]
-
-
-def test_table1_counts_and_fold3_note():
-    records = tuple(
-        SliceRecord(subject=s, slice_index=k, position_mm=0.0, tumour_fraction=0.1, image="", mask="", image_sha256="", mask_sha256="")
-        for s in CASES
-        for k in range(2 if s != 14 else 3)
-    )
-    dataset = SliceDataset(root=None, records=records, splits=splits_for(CASES))  # type: ignore[arg-type]
-    table = build_table1(dataset, "profile 'x'")
-    fold3 = table.rows[2]
-    assert fold3[0] == "Fold 3" and "14*" in fold3[1].split()
-    assert fold3[2] == str(17 * 2 + 3) and fold3[3] == "345"  # ours beside the paper's
-    assert table.rows[-1][:4] == ["Test", "24 25 27", "6", "50"]
-    assert any("subject 14" in note for note in table.notes)
-    assert all("*" not in row[1] for i, row in enumerate(table.rows) if i != 2)
