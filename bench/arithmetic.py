@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from iusdiff.config import load_profile
-from iusdiff.fid import InceptionFeatures
-from iusdiff.models import (
+from iusdiff.baselines.pix2pix import PatchDiscriminator, UNetGenerator, levels_for
+from iusdiff.evaluation.fid import InceptionFeatures
+from iusdiff.generator.models import (
     MaskConditionedUNet,
     build_ius_unet,
     build_mask_unet,
@@ -33,7 +33,7 @@ from iusdiff.models import (
     vae_factor,
     zero_text_embedding,
 )
-from iusdiff.pix2pix import PatchDiscriminator, UNetGenerator, levels_for
+from iusdiff.pipeline.config import load_profile
 
 Step = Callable[[], None]
 

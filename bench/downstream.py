@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from iusdiff import downstream as ds
 from iusdiff.cli import cases_argument
-from iusdiff.slices import load_dataset
+from iusdiff.data.slices import load_dataset
+from iusdiff.evaluation import downstream as ds
 
 
 def timed(rows: list[tuple[str, str, float, str]], phase: str, count: int, unit: str, call, rate: bool = True):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from iusdiff import metrics
+from iusdiff.evaluation import metrics
 
 
 def random_masks(n: int, size: int, seed: int) -> list[np.ndarray]:
@@ -69,7 +69,7 @@ def mask_rows(n: int, size: int) -> list[tuple[str, int, float, float]]:
 
 
 def inception_rows(n_images: int) -> list[tuple[str, int, float, float]]:
-    from iusdiff.fid import InceptionFeatures
+    from iusdiff.evaluation.fid import InceptionFeatures
 
     start = time.perf_counter()
     extractor = InceptionFeatures(progress=False)

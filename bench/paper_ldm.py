@@ -5,7 +5,7 @@ The model is the `paper` profile's proposed iUS denoiser with random weights: SD
 shapes (320–1280 channels, cross-attention on CLIP-sized 77 × 768 text states, ``conv_in``
 widened by the mask embedding's 4 channels) and the seven-layer mask embedding, at the
 profile's batch size (32) and 256 px (32 × 32 × 4 latents). One step is what
-``iusdiff.tasks.LdmTask.train_step`` does: noise at random timesteps, conditions dropped with
+``iusdiff.generator.tasks.LdmTask.train_step`` does: noise at random timesteps, conditions dropped with
 p = 0.1, noise-prediction MSE, fused AdamW on float32 weights; "bf16" is autocast around the
 forward pass, as ``accelerate``'s mixed precision. FLOPs per step come from PyTorch's counter on
 one eager float32 step; MFU divides the achieved FLOP/s by the device's dense bf16 peak (a table
@@ -31,8 +31,8 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor
 from torch.utils.flop_counter import FlopCounterMode
 
-from iusdiff.config import load_profile
-from iusdiff.models import MaskConditionedUNet, mask_conditioned_model, noise_scheduler, zero_text_embedding
+from iusdiff.generator.models import MaskConditionedUNet, mask_conditioned_model, noise_scheduler, zero_text_embedding
+from iusdiff.pipeline.config import load_profile
 
 SD_LATENT_CHANNELS, SD_FACTOR, SD_TEXT_TOKENS, SD_TEXT_DIM = 4, 8, 77, 768
 TINY_UNET = {"block_out_channels": (32, 64), "layers_per_block": 1, "norm_num_groups": 8,

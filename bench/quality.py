@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-from iusdiff.data import image_tensor, load_fold, mask_tensor, to_uint8
-from iusdiff.fid import InceptionFeatures, features_for_images
-from iusdiff.fidelity import (
+from iusdiff.data.slices import load_dataset
+from iusdiff.evaluation.fid import InceptionFeatures, features_for_images
+from iusdiff.evaluation.fidelity import (
     MODELS,
     NnUNetSegmenter,
     fidelity,
@@ -40,13 +40,13 @@ from iusdiff.fidelity import (
     standin_model,
     summarise_fidelity,
 )
+from iusdiff.generator.data import image_tensor, load_fold, mask_tensor, to_uint8
+from iusdiff.generator.models import MaskConditionedUNet, MaskEmbedding, decode_latents, encode_latents
+from iusdiff.generator.sampling import sample_images
+from iusdiff.generator.tasks import vae_inputs
 from iusdiff.io import load_mask_png, load_png
-from iusdiff.models import MaskConditionedUNet, MaskEmbedding, decode_latents, encode_latents
-from iusdiff.runs import folds_argument
-from iusdiff.samples import fold_dir
-from iusdiff.sampling import sample_images
-from iusdiff.slices import load_dataset
-from iusdiff.tasks import vae_inputs
+from iusdiff.outputs.samples import fold_dir
+from iusdiff.pipeline.runs import folds_argument
 
 VAES = {"proposed": "vae_image", "controlnet": "vae_image", "onestep": "vae_joint"}  # what each model decodes through
 

@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler
 
-from iusdiff.data import load_fold
-from iusdiff.fid import InceptionFeatures
-from iusdiff.fidelity import NnUNetSegmenter, fidelity, image_quality, spaced_subset, standin_model, summarise_fidelity
+from iusdiff.data.slices import load_dataset
+from iusdiff.evaluation.fid import InceptionFeatures
+from iusdiff.evaluation.fidelity import NnUNetSegmenter, fidelity, image_quality, spaced_subset, standin_model, summarise_fidelity
+from iusdiff.generator.data import load_fold
+from iusdiff.generator.models import MaskConditionedUNet
+from iusdiff.generator.sampling import sample_images
 from iusdiff.io import load_mask_png
-from iusdiff.models import MaskConditionedUNet
-from iusdiff.samples import read_manifest
-from iusdiff.sampling import sample_images
-from iusdiff.slices import load_dataset
+from iusdiff.outputs.samples import read_manifest
 
 
 def parse_samplers(value: str) -> list[tuple[str, int]]:

@@ -16,8 +16,8 @@ import os
 import platform
 from pathlib import Path
 
-from iusdiff.pipeline import STATE_DIR
-from iusdiff.stages import STAGES
+from iusdiff.pipeline.runner import STATE_DIR
+from iusdiff.pipeline.stages import STAGES
 
 
 def stage_rows(out: Path) -> list[dict]:

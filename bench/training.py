@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from iusdiff.pipeline import STATE_DIR
+from iusdiff.pipeline.runner import STATE_DIR
 
 TRAININGS = ("vae_image", "vae_mask", "ldm_mask", "ldm_ius", "pix2pix", "vae_joint", "ldm_onestep", "controlnet")
 

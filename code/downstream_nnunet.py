@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iusdiff.cli import cases_argument, positive_int, run, save_options
-from iusdiff.config import add_settings_arguments, load_stage_settings
-from iusdiff.downstream import (
+from iusdiff.data.slices import load_dataset
+from iusdiff.errors import InputError
+from iusdiff.evaluation.downstream import (
     METRICS,
     Entry,
     Study,
@@ -48,13 +49,12 @@ from iusdiff.downstream import (
     write_per_image,
     write_splits,
 )
-from iusdiff.errors import InputError
 from iusdiff.io import write_json
-from iusdiff.plotting import save_figure
-from iusdiff.results import write_results
-from iusdiff.slices import load_dataset
-from iusdiff.tables import write_table
-from iusdiff.workers import map_items, stage_workers
+from iusdiff.outputs.plotting import save_figure
+from iusdiff.outputs.results import write_results
+from iusdiff.outputs.tables import write_table
+from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
+from iusdiff.pipeline.workers import map_items, stage_workers
 
 
 def parse_args(argv):
@@ -143,7 +143,7 @@ def run_entry(job: EntryJob) -> tuple[str, dict]:
 
 
 def train_and_predict(study: Study, work: Workspace, args: argparse.Namespace, preprocess_key: str, timings: dict) -> None:
-    """Every (fold, R) entry, in the worker processes the pipeline granted (iusdiff.workers)."""
+    """Every (fold, R) entry, in the worker processes the pipeline granted (iusdiff.pipeline.workers)."""
     jobs = [EntryJob(entry, study, work, args.trainer, args.device, args.seed, args.threads, preprocess_key)
             for entry in study.entries]
     workers = stage_workers(args.device)

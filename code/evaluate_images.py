@@ -7,7 +7,7 @@
         [--medsam-checkpoint PATH] [--downstream downstream] [--folds 1-5] [--fid-max-images N] [--image-vae DIR] \
         [--vae-batch N]
 
---samples holds one folder per model in the sample contract (iusdiff.samples); a model whose
+--samples holds one folder per model in the sample contract (iusdiff.outputs.samples); a model whose
 folder is absent is skipped and the table says so. Per fold, the first N pairs of each model are
 evaluated (N = the fold's training images). FID/KID compare them with the fold's real training
 images (at most --fid-max-images per set, 0 = all). DSC/HD95 compare a segmenter's prediction on
@@ -30,11 +30,11 @@ import numpy as np
 from tqdm import tqdm
 
 from iusdiff.cli import cases_argument, positive_int, run, save_options
-from iusdiff.config import add_settings_arguments, load_stage_settings
-from iusdiff.downstream import captured_output, limit_cpu_threads, restore_matplotlib_defaults
+from iusdiff.data.slices import SliceDataset, load_dataset
 from iusdiff.errors import InputError
-from iusdiff.fid import InceptionFeatures, features_for_images
-from iusdiff.fidelity import (
+from iusdiff.evaluation.downstream import captured_output, limit_cpu_threads, restore_matplotlib_defaults
+from iusdiff.evaluation.fid import InceptionFeatures, features_for_images
+from iusdiff.evaluation.fidelity import (
     MEDSAM_SEGMENTER,
     Fidelity,
     MODELS,
@@ -58,9 +58,8 @@ from iusdiff.fidelity import (
     table2,
     write_per_image,
 )
-from iusdiff.figures import fig8
 from iusdiff.io import atomic_path, load_mask_png, load_png, save_png
-from iusdiff.layout import (
+from iusdiff.outputs.layout import (
     CACHE_DIR,
     DOWNSTREAM_DIR,
     FIGURES_DIR,
@@ -72,12 +71,13 @@ from iusdiff.layout import (
     model_dir,
     result_file,
 )
-from iusdiff.plotting import save_figure
-from iusdiff.results import write_results
-from iusdiff.samples import Sample
-from iusdiff.slices import SliceDataset, load_dataset
-from iusdiff.tables import write_table
-from iusdiff.workers import map_items, stage_workers
+from iusdiff.outputs.plotting import save_figure
+from iusdiff.outputs.results import write_results
+from iusdiff.outputs.samples import Sample
+from iusdiff.outputs.tables import write_table
+from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
+from iusdiff.pipeline.workers import map_items, stage_workers
+from iusdiff.report.figures import fig8
 
 Segmenter = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (image, conditioning mask) -> {0,1} prediction
 SUMMARY_FIELDS = ("model", "fold", "n_images", "n_fid_real", "n_fid_gen", "fid", "kid", "kid_std", "dsc", "hd95",
@@ -179,7 +179,7 @@ def reconstructions(vae_root: Path, fold: int, images: list[np.ndarray], device:
     ``batch_size`` images per VAE call."""
     import torch
 
-    from iusdiff.models import load_trained_vae, reconstruct
+    from iusdiff.generator.models import load_trained_vae, reconstruct
 
     vae = load_trained_vae(model_dir(vae_root, fold), device, torch.float32)
     return list(reconstruct(vae, np.stack(images), batch_size))

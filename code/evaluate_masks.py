@@ -4,7 +4,7 @@
     python code/evaluate_masks.py --slices DIR --generated DIR --settings FILE \
         [--tables tables] [--figures figures] [--metrics metrics/masks] [--folds 1-5]
 
---generated holds one folder per fold in the sample contract (iusdiff.samples):
+--generated holds one folder per fold in the sample contract (iusdiff.outputs.samples):
 fold{K}/manifest.csv and fold{K}/masks/*.png. Real masks are the fold's training masks; the
 generated set is the first as many non-empty generated masks (empty ones removed first, as the
 authors did).
@@ -18,11 +18,9 @@ import json
 from pathlib import Path
 
 from iusdiff.cli import cases_argument, run, save_options
-from iusdiff.config import add_settings_arguments, load_stage_settings
+from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
-from iusdiff.io import atomic_path, load_mask_png
-from iusdiff.layout import FIGURES_DIR, TABLES_DIR, fold_dir, fold_name, metrics_dir, result_file
-from iusdiff.mask_eval import (
+from iusdiff.evaluation.mask_eval import (
     compare_fold,
     nonempty_prefix,
     per_mask_rows,
@@ -32,12 +30,14 @@ from iusdiff.mask_eval import (
     table3,
     table4,
 )
-from iusdiff.plots_masks import FoldShape, fig4, fig6
-from iusdiff.plotting import save_figure
-from iusdiff.results import write_results
-from iusdiff.samples import read_manifest
-from iusdiff.slices import load_dataset
-from iusdiff.tables import write_table
+from iusdiff.io import atomic_path, load_mask_png
+from iusdiff.outputs.layout import FIGURES_DIR, TABLES_DIR, fold_dir, fold_name, metrics_dir, result_file
+from iusdiff.outputs.plotting import save_figure
+from iusdiff.outputs.results import write_results
+from iusdiff.outputs.samples import read_manifest
+from iusdiff.outputs.tables import write_table
+from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
+from iusdiff.report.plots_masks import FoldShape, fig4, fig6
 
 
 def parse_args(argv):

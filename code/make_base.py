@@ -23,12 +23,12 @@ import shutil
 from pathlib import Path
 
 from iusdiff.cli import run, save_options
-from iusdiff.corpus import CORPUS_FOLD, LABEL
+from iusdiff.data.corpus import CORPUS_FOLD, LABEL
+from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.io import atomic_dir, atomic_path
-from iusdiff.layout import BASE_MASK_RECORD, BASE_RECORD, model_dir
-from iusdiff.runs import folder_digest
-from iusdiff.slices import load_dataset
+from iusdiff.outputs.layout import BASE_MASK_RECORD, BASE_RECORD, model_dir
+from iusdiff.pipeline.runs import folder_digest
 from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR, SCHEDULER_DIR, TEXT_FILE, UNET_DIR
 
 # group -> (its record, {part: (option, what it copies from the stage's model/ -> where in OUT)})

@@ -8,7 +8,7 @@ DIR is a prepared slices folder (slices.csv, images/, masks/, options.json) like
 prepare_data.py's, sliced by the same rules, whose splits.json holds the corpus's own training
 and validation subjects (case numbers 1001, 1002, ...: no RESECT case number) and is labelled as
 a pretraining corpus. pretrain stages train the CPU profiles' base models on it once, before
-the folds (see iusdiff/corpus.py). Same arguments give byte-identical files; DIR appears only
+the folds (see iusdiff/data/corpus.py). Same arguments give byte-identical files; DIR appears only
 when complete.
 """
 
@@ -19,12 +19,12 @@ import os
 from pathlib import Path
 
 from iusdiff.cli import run, save_options
-from iusdiff.corpus import LABEL, corpus_cases, corpus_splits, write_corpus
+from iusdiff.data.corpus import LABEL, corpus_cases, corpus_splits, write_corpus
+from iusdiff.data.slices import check_size, load_dataset, write_manifest, write_splits
+from iusdiff.generator.training import run_key
 from iusdiff.io import atomic_dir
-from iusdiff.plotting import save_figure, slice_montage
-from iusdiff.runs import completed, script_digest
-from iusdiff.slices import check_size, load_dataset, write_manifest, write_splits
-from iusdiff.training import run_key
+from iusdiff.outputs.plotting import save_figure, slice_montage
+from iusdiff.pipeline.runs import completed, script_digest
 
 
 def parse_args(argv):

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from iusdiff.cli import run, save_options
-from iusdiff.config import add_settings_arguments, load_stage_settings
-from iusdiff.figures import NearestPair, Pair, contact_sheet, fig3, fig5, fig7, fig10, nearest_training, squared_difference
-from iusdiff.fidelity import MODELS, generated_samples, generator_label
+from iusdiff.data.slices import SliceDataset, load_dataset
+from iusdiff.evaluation.fidelity import MODELS, generated_samples, generator_label
 from iusdiff.io import load_mask_png, load_png
-from iusdiff.layout import FIGURES_DIR, OPTIONS, fold_dir, metrics_dir
-from iusdiff.plotting import save_figure
-from iusdiff.slices import SliceDataset, load_dataset
+from iusdiff.outputs.layout import FIGURES_DIR, OPTIONS, fold_dir, metrics_dir
+from iusdiff.outputs.plotting import save_figure
+from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
+from iusdiff.report.figures import NearestPair, Pair, contact_sheet, fig3, fig5, fig7, fig10, nearest_training, squared_difference
 
 TWO_STEP = ("pix2pix", "controlnet", "proposed")  # Fig. 7's models, in its column order
 FIG3_EXAMPLES = 4

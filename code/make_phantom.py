@@ -16,10 +16,10 @@ import os
 from pathlib import Path
 
 from iusdiff.cli import cases_argument, run, save_options
+from iusdiff.data.phantom import write_phantom
+from iusdiff.data.splits import CASES, check_cases
 from iusdiff.io import atomic_dir
-from iusdiff.phantom import write_phantom
-from iusdiff.plotting import save_figure, slice_montage
-from iusdiff.splits import CASES, check_cases
+from iusdiff.outputs.plotting import save_figure, slice_montage
 
 
 def parse_args(argv):

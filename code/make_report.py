@@ -12,12 +12,12 @@ import argparse
 from pathlib import Path
 
 from iusdiff.cli import run
-from iusdiff.config import add_settings_arguments, load_stage_settings
 from iusdiff.io import write_text
-from iusdiff.layout import MANIFEST, REPORT_FILE, RESULTS_DIR
-from iusdiff.pipeline import read_manifest
-from iusdiff.report import render, stage_records
-from iusdiff.results import paper_numbers, read_results
+from iusdiff.outputs.layout import MANIFEST, REPORT_FILE, RESULTS_DIR
+from iusdiff.outputs.results import paper_numbers, read_results
+from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
+from iusdiff.pipeline.runner import read_manifest
+from iusdiff.report.reproduction import render, stage_records
 
 
 def parse_args(argv):

@@ -3,7 +3,7 @@
 
     python code/make_standin_samples.py --slices DIR --out DIR [--copies 1] [--seed 0] [--folds 1-5]
 
-It follows the sample contract (iusdiff.samples) so every evaluation path can run before a
+It follows the sample contract (iusdiff.outputs.samples) so every evaluation path can run before a
 generator is trained; everything computed from it is labelled as a stand-in.
 """
 
@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from iusdiff.baselines.perturb import STANDIN_LABEL, perturb_pair
 from iusdiff.cli import cases_argument, run, save_options
+from iusdiff.data.slices import load_dataset
 from iusdiff.io import atomic_dir, save_png
-from iusdiff.layout import fold_dir
-from iusdiff.perturb import STANDIN_LABEL, perturb_pair
-from iusdiff.samples import Sample, write_manifest
-from iusdiff.slices import load_dataset
+from iusdiff.outputs.layout import fold_dir
+from iusdiff.outputs.samples import Sample, write_manifest
 
 
 def parse_args(argv):

@@ -10,12 +10,12 @@ import argparse
 from pathlib import Path
 
 from iusdiff.cli import run
-from iusdiff.config import add_settings_arguments, load_stage_settings
-from iusdiff.layout import result_file
-from iusdiff.slices import load_dataset
-from iusdiff.results import write_results
-from iusdiff.table1 import build_table1, table1_numbers
-from iusdiff.tables import write_table
+from iusdiff.data.slices import load_dataset
+from iusdiff.outputs.layout import result_file
+from iusdiff.outputs.results import write_results
+from iusdiff.outputs.tables import write_table
+from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
+from iusdiff.report.table1 import build_table1, table1_numbers
 
 
 def parse_args(argv):

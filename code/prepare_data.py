@@ -17,10 +17,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from iusdiff.cli import cases_argument, run, save_options
+from iusdiff.data.resect import load_case, mask_path, us_path
+from iusdiff.data.slices import check_size, write_case_slices, write_manifest, write_splits
+from iusdiff.data.splits import CASES, check_cases, splits_for, validate_splits
 from iusdiff.io import atomic_dir
-from iusdiff.resect import load_case, mask_path, us_path
-from iusdiff.slices import check_size, write_case_slices, write_manifest, write_splits
-from iusdiff.splits import CASES, check_cases, splits_for, validate_splits
 
 
 def parse_args(argv):

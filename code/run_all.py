@@ -21,12 +21,12 @@ from pathlib import Path
 
 from iusdiff import __version__
 from iusdiff.cli import run
-from iusdiff.config import PROFILES, load_profile, provenance
 from iusdiff.errors import InputError
 from iusdiff.io import write_json
-from iusdiff.pipeline import MANIFEST, Context, StageFailed, plan_pipeline, publish, run_pipeline, startup_checks, verify
-from iusdiff.settings import resolve, show_settings
-from iusdiff.stages import STAGES, data_roots, weights_root
+from iusdiff.pipeline.config import PROFILES, load_profile, provenance
+from iusdiff.pipeline.runner import MANIFEST, Context, StageFailed, plan_pipeline, publish, run_pipeline, startup_checks, verify
+from iusdiff.pipeline.settings import resolve, show_settings
+from iusdiff.pipeline.stages import STAGES, data_roots, weights_root
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def parse_args(argv):
     parser.add_argument("--stage", help="run only this stage (all its folds, or --fold's)")
     parser.add_argument("--jobs", type=int, help="fold instances of a stage run side by side (default: CPU cores / the profile's threads; 1 without pinned threads)")
     parser.add_argument("--no-stage-host", dest="stage_host", action="store_false", help="start a fresh Python per stage "
-                        "instead of forking stages from one process that has imported torch (iusdiff.stagehost)")
+                        "instead of forking stages from one process that has imported torch (iusdiff.pipeline.stagehost)")
     parser.add_argument("--verify", action="store_true", help="only re-check OUT/checksums.sha256 and name changed files")
     parser.add_argument("--publish", action="store_true", help="copy OUT/tables and OUT/figures into the repository's tables/ and figures/")
     parser.add_argument("--list", action="store_true", help="list the profile's stages and exit")

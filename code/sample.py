@@ -51,17 +51,21 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 
+from iusdiff.baselines.controlnet import ControlledUNet, sample_controlnet_images
 from iusdiff.cli import run, save_options
-from iusdiff.config import add_settings_arguments, load_stage_settings
-from iusdiff.controlnet import ControlledUNet, sample_controlnet_images
-from iusdiff.data import load_fold, seed_for
+from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
-from iusdiff.fid import InceptionFeatures
+from iusdiff.evaluation.fid import InceptionFeatures
+from iusdiff.evaluation.metrics import mmd2_unbiased
+from iusdiff.generator.data import load_fold, seed_for
+from iusdiff.generator.models import MaskConditionedUNet, load_unconditional
+from iusdiff.generator.sampling import SAMPLERS, sample_images, sample_joint, sample_masks
+from iusdiff.generator.training import run_key, set_determinism
 from iusdiff.io import atomic_dir, atomic_path, load_mask_png, save_png
-from iusdiff.layout import fold_dir, model_dir
-from iusdiff.metrics import mmd2_unbiased
-from iusdiff.models import MaskConditionedUNet, load_unconditional
-from iusdiff.runs import (
+from iusdiff.outputs.layout import fold_dir, model_dir
+from iusdiff.outputs.samples import read_manifest
+from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
+from iusdiff.pipeline.runs import (
     OPTIONS,
     completed,
     data_digest,
@@ -71,10 +75,6 @@ from iusdiff.runs import (
     script_digest,
     settings,
 )
-from iusdiff.samples import read_manifest
-from iusdiff.sampling import SAMPLERS, sample_images, sample_joint, sample_masks
-from iusdiff.slices import load_dataset
-from iusdiff.training import run_key, set_determinism
 
 MANIFEST_FIELDS = ("index", "seed", "mask", "image", "sampler", "steps", "w", "empty")
 NEEDS = {  # the model folders each --model reads (argparse dests)

@@ -9,7 +9,7 @@ MASKS/fold{K}/manifest.csv (the proposed model's pairs, sample.py) are translate
 generator MODELS/fold{K}/model, so both models are compared on the same masks. Test-time
 behaviour is [<profile>.pix2pix] test_mode: "train" (the reference's default: batch statistics
 and dropout on, dropout seeded by each sample's seed) or "eval". Writes, per fold, in the sample
-contract (iusdiff.samples), replaced atomically:
+contract (iusdiff.outputs.samples), replaced atomically:
 
     OUT/fold{K}/masks/{index:05d}.png    the proposed model's mask, copied
     OUT/fold{K}/images/{index:05d}.png   uint8
@@ -26,16 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from iusdiff.baselines.pix2pix import check_test_mode, load_generator, translate
 from iusdiff.cli import run, save_options
-from iusdiff.config import add_settings_arguments, load_stage_settings
+from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
+from iusdiff.generator.training import run_key
 from iusdiff.io import atomic_dir, load_mask_png, save_png, sha256_file
-from iusdiff.layout import fold_dir, model_dir
-from iusdiff.pix2pix import check_test_mode, load_generator, translate
-from iusdiff.runs import OPTIONS, completed, dataset_folds, folder_digest, folds_argument, script_digest
-from iusdiff.samples import Sample, read_manifest, write_manifest
-from iusdiff.slices import load_dataset
-from iusdiff.training import run_key
+from iusdiff.outputs.layout import fold_dir, model_dir
+from iusdiff.outputs.samples import Sample, read_manifest, write_manifest
+from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
+from iusdiff.pipeline.runs import OPTIONS, completed, dataset_folds, folder_digest, folds_argument, script_digest
 
 SAMPLER = "pix2pix"
 

@@ -4,7 +4,7 @@
     python code/segment_medsam.py --samples DIR --medsam-checkpoint weights/medsam_vit_b.pth \
         --out DIR [--folds 1-5] [--device cuda]
 
---samples holds one generated set per fold in the sample contract (iusdiff.samples). Writes
+--samples holds one generated set per fold in the sample contract (iusdiff.outputs.samples). Writes
 DIR/fold{K}/pred/{index}.png ({0,1}) and DIR/fold{K}/fidelity.csv with Dice and HD95 (pixels)
 of MedSAM's prediction against the conditioning mask, per image.
 """
@@ -19,11 +19,11 @@ import torch
 from tqdm import tqdm
 
 from iusdiff.cli import cases_argument, run, save_options
+from iusdiff.evaluation.medsam import load_medsam, segment
+from iusdiff.evaluation.metrics import dice, hd95
 from iusdiff.io import atomic_path, load_mask_png, load_png, save_png
-from iusdiff.layout import fold_dir
-from iusdiff.medsam import load_medsam, segment
-from iusdiff.metrics import dice, hd95
-from iusdiff.samples import read_manifest
+from iusdiff.outputs.layout import fold_dir
+from iusdiff.outputs.samples import read_manifest
 
 FIELDS = ("index", "mask", "image", "dice", "hd95", "segmenter")
 

@@ -9,7 +9,7 @@ proposed model's image VAE (train_vae.py --kind image; fold{K}/model is used), w
 empty-prompt text input: SD-1.5's UNet and CLIP empty prompt with --pretrained (paper), a small
 UNet and a zero text embedding otherwise (default/smoke, as the proposed model). Phase B builds
 ``ControlNetModel.from_unet`` from phase A's best UNet with a one-channel conditioning image
-(the {0,1} mask at full resolution; see iusdiff/controlnet.py), freezes the UNet and trains the
+(the {0,1} mask at full resolution; see iusdiff/baselines/controlnet.py), freezes the UNet and trains the
 ControlNet alone, without condition dropout (the reference ControlNet never drops its control
 image). Both phases run through the shared training loop: seeded, resumable per phase
 (--resume), best model by validation noise-prediction loss.
@@ -30,19 +30,18 @@ import torch
 from accelerate import Accelerator
 from diffusers import AutoencoderKL
 
-from iusdiff.cli import run, save_options
-from iusdiff.controlnet import (
+from iusdiff.baselines.controlnet import (
     CONDITIONING_CHANNELS,
     CONTROLNET_DIR,
     ControlledUNet,
     ControlNetTask,
     build_controlnet,
 )
-from iusdiff.config import load_stage_settings
-from iusdiff.data import Augmentation, load_fold, seed_for
+from iusdiff.cli import run, save_options
+from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
-from iusdiff.layout import fold_dir, model_dir
-from iusdiff.models import (
+from iusdiff.generator.data import Augmentation, load_fold, seed_for
+from iusdiff.generator.models import (
     WEIGHT_DTYPES,
     PromptedUNet,
     build_prompted_unet,
@@ -52,7 +51,11 @@ from iusdiff.models import (
     vae_factor,
     zero_text_embedding,
 )
-from iusdiff.runs import (
+from iusdiff.generator.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, validation_latents
+from iusdiff.generator.training import LoopConfig, make_accelerator, run_key, set_determinism, train
+from iusdiff.outputs.layout import fold_dir, model_dir
+from iusdiff.pipeline.config import load_stage_settings
+from iusdiff.pipeline.runs import (
     OPTIONS,
     add_training_arguments,
     completed,
@@ -64,9 +67,6 @@ from iusdiff.runs import (
     settings,
     training_settings,
 )
-from iusdiff.slices import load_dataset
-from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, validation_latents
-from iusdiff.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.weights import SCHEDULER_DIR, check_pretrained
 
 PHASES = ("phase_a", "phase_b")

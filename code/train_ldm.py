@@ -33,12 +33,11 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 
 from iusdiff.cli import run
-from iusdiff.data import Augmentation, FoldData, load_fold, seed_for
 from iusdiff.errors import InputError
-from iusdiff.fid import InceptionFeatures
-from iusdiff.layout import fold_dir, model_dir
-from iusdiff.metrics import fid_from_features
-from iusdiff.models import (
+from iusdiff.evaluation.fid import InceptionFeatures
+from iusdiff.evaluation.metrics import fid_from_features
+from iusdiff.generator.data import Augmentation, FoldData, load_fold, seed_for
+from iusdiff.generator.models import (
     WEIGHT_DTYPES,
     MaskConditionedUNet,
     build_ius_unet,
@@ -51,7 +50,11 @@ from iusdiff.models import (
     vae_factor,
     zero_text_embedding,
 )
-from iusdiff.runs import (
+from iusdiff.generator.sampling import sample_images
+from iusdiff.generator.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, validation_latents
+from iusdiff.generator.training import LoopConfig, make_accelerator, run_key, set_determinism, train
+from iusdiff.outputs.layout import fold_dir, model_dir
+from iusdiff.pipeline.runs import (
     add_training_arguments,
     completed,
     data_digest,
@@ -63,9 +66,6 @@ from iusdiff.runs import (
     train_folds,
     training_settings,
 )
-from iusdiff.sampling import sample_images
-from iusdiff.tasks import LatentSource, LdmTask, PairedBatches, resolve_steps, validation_latents
-from iusdiff.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.weights import MASK_UNET_DIR, SCHEDULER_DIR, UNET_DIR, check_pretrained
 
 MODELS = {"mask": "mask", "ius": "image", "onestep": "joint", "image": "image"}  # model -> what its VAE encodes

@@ -5,7 +5,7 @@
                                  [--steps N | --epochs N] [--checkpointing_steps N] [--seed N]
 
 Vanilla GAN + 100·L1, Adam 2e-4 (beta1 0.5), constant learning rate then linear decay to zero,
-paired augmentation from [augmentation] (see iusdiff.pix2pix). Writes
+paired augmentation from [augmentation] (see iusdiff.baselines.pix2pix). Writes
 OUT/fold{K}/model/ (generator.safetensors + config.json; the generator with the lowest
 validation L1), checkpoints/ (resume), log.csv, validation.csv and options.json. Settings: the
 [pix2pix] section of --settings FILE or --profile P; ``--steps N`` / ``--epochs N`` replace the
@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 
+from iusdiff.baselines.pix2pix import Pix2PixTask, check_test_mode, levels_for, resolve_schedule
 from iusdiff.cli import run
-from iusdiff.config import load_stage_settings
-from iusdiff.data import Augmentation, load_fold, seed_for
 from iusdiff.errors import InputError
-from iusdiff.layout import fold_dir
-from iusdiff.pix2pix import Pix2PixTask, check_test_mode, levels_for, resolve_schedule
-from iusdiff.runs import (
+from iusdiff.generator.data import Augmentation, load_fold, seed_for
+from iusdiff.generator.tasks import PairedBatches
+from iusdiff.generator.training import LoopConfig, make_accelerator, run_key, set_determinism, train
+from iusdiff.outputs.layout import fold_dir
+from iusdiff.pipeline.config import load_stage_settings
+from iusdiff.pipeline.runs import (
     add_training_arguments,
     completed,
     data_digest,
@@ -32,8 +34,6 @@ from iusdiff.runs import (
     train_folds,
     training_settings,
 )
-from iusdiff.tasks import PairedBatches
-from iusdiff.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 
 SCHEDULE_KEYS = ("constant_steps", "decay_steps", "constant_epochs", "decay_epochs")
 

@@ -19,13 +19,15 @@ from pathlib import Path
 from diffusers import AutoencoderKL
 
 from iusdiff.cli import run
-from iusdiff.data import Augmentation, image_tensor, load_fold, mask_tensor, seed_for
 from iusdiff.errors import InputError
+from iusdiff.generator.data import Augmentation, image_tensor, load_fold, mask_tensor, seed_for
+from iusdiff.generator.losses import perceptual_available, perceptual_loss
+from iusdiff.generator.models import build_vae, load_pretrained_vae
+from iusdiff.generator.tasks import KINDS, PairedBatches, VaeTask, resolve_steps, set_latent_scaling, vae_channels, vae_inputs
+from iusdiff.generator.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.io import atomic_dir
-from iusdiff.layout import MODEL_DIR, fold_dir
-from iusdiff.losses import perceptual_available, perceptual_loss
-from iusdiff.models import build_vae, load_pretrained_vae
-from iusdiff.runs import (
+from iusdiff.outputs.layout import MODEL_DIR, fold_dir
+from iusdiff.pipeline.runs import (
     add_training_arguments,
     completed,
     data_digest,
@@ -36,8 +38,6 @@ from iusdiff.runs import (
     train_folds,
     training_settings,
 )
-from iusdiff.tasks import KINDS, PairedBatches, VaeTask, resolve_steps, set_latent_scaling, vae_channels, vae_inputs
-from iusdiff.training import LoopConfig, make_accelerator, run_key, set_determinism, train
 from iusdiff.weights import MASK_VAE_DIR, check_pretrained
 
 

@@ -1,68 +1,15 @@
-"""Shared fixtures: the repository, script runner, and tiny RESECT-layout volumes."""
+"""Shared fixtures (tiny RESECT-layout cases, the smoke profile's data, base and run) and the order in
+which the test files run; the helpers that test files import are in helpers.py."""
 
 from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from iusdiff.data import FoldData
-from iusdiff.resect import mask_relpath, save_nifti, us_relpath
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _script_command(script: str, args, extra_env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "code"), IUSDIFF_PYTHON=sys.executable, **(extra_env or {}))
-    path = REPO / script if script.endswith(".sh") else REPO / "code" / script
-    command = [str(path)] if script.endswith(".sh") else [sys.executable, str(path)]
-    return [*command, *map(str, args)], env
-
-
-def run_script(script: str, *args, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run code/<script> (or an executable in the repo) as a user would, capturing output;
-    ``env`` adds environment variables."""
-    command, env = _script_command(script, args, env)
-    return subprocess.run(command, cwd=cwd or REPO, env=env, capture_output=True, text=True)
-
-
-def start_script(script: str, *args) -> subprocess.Popen:
-    """Start a script in the background (concurrent jobs); ``communicate()`` collects its output."""
-    command, env = _script_command(script, args)
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def write_case(
-    root: Path,
-    case: int,
-    us: np.ndarray,
-    mask: np.ndarray,
-    spacing: float = 0.5,
-    mask_affine: np.ndarray | None = None,
-    layout: str = "NIFTI",
-) -> tuple[Path, Path]:
-    """Write one case in the RESECT (``root/RESECT``) and RESECT-SEG (``root/SEG``) layout."""
-    affine = np.diag([spacing, spacing, spacing, 1.0])
-    us_root = root / "RESECT" / "NIFTI" if layout == "NIFTI" else root / "RESECT"
-    us_file = us_root / us_relpath(case)
-    mask_file = root / "SEG" / mask_relpath(case)
-    save_nifti(us_file, us, affine)
-    save_nifti(mask_file, mask, affine if mask_affine is None else mask_affine)
-    return us_file, mask_file
-
-
-def blob_case(shape=(40, 36, 48), centre_k=24, radius=10, seed=0) -> tuple[np.ndarray, np.ndarray]:
-    """A random uint8 'US' volume and a spherical {0,1} tumour around slice centre_k."""
-    rng = np.random.default_rng(seed)
-    us = rng.integers(0, 256, size=shape, dtype=np.uint8)
-    i, j, k = np.indices(shape)
-    mask = ((i - shape[0] / 2) ** 2 + (j - shape[1] / 2) ** 2 + (k - centre_k) ** 2 < radius**2).astype(np.uint8)
-    return us, mask
+from helpers import blob_case, run_script, write_case
 
 
 @pytest.fixture
@@ -85,36 +32,6 @@ def smoke_data(tmp_path_factory) -> Path:
     return out
 
 
-class Interrupted(KeyboardInterrupt):
-    """What stops a training in the resume tests: a Ctrl-C at a chosen step."""
-
-
-class InterruptAt:
-    """A real training task that is stopped (like Ctrl-C) when it reaches ``step``."""
-
-    def __init__(self, task, step: int) -> None:
-        self.task, self.step = task, step
-
-    def __getattr__(self, name):
-        return getattr(self.task, name)
-
-    def train_step(self, step: int) -> dict[str, float]:
-        if step == self.step:
-            raise Interrupted
-        return self.task.train_step(step)
-
-
-def fold_data(n: int, seed: int, size: int = 32) -> FoldData:
-    """n tiny image/mask pairs, a bright rectangle in noise: enough for a training step."""
-    rng = np.random.default_rng(seed)
-    masks = np.zeros((n, size, size), np.uint8)
-    for i in range(n):
-        r, c = rng.integers(4, size - 12, 2)
-        masks[i, r : r + 8, c : c + 6] = 1
-    images = (rng.integers(0, 120, (n, size, size)) + 100 * masks).astype(np.uint8)
-    return FoldData(images=images, masks=masks, records=tuple(range(n)))
-
-
 @pytest.fixture(scope="session")
 def smoke_base(tmp_path_factory) -> Path:
     """A pretrained base in make_base.py's layout (vae/, unet/ + text input, vae_mask/, unet_mask/)
@@ -122,8 +39,8 @@ def smoke_base(tmp_path_factory) -> Path:
     per-fold trainings start from (--pretrained)."""
     import torch
 
-    from iusdiff.config import load_profile
-    from iusdiff.models import build_mask_unet, build_prompted_unet, build_vae, zero_text_embedding
+    from iusdiff.generator.models import build_mask_unet, build_prompted_unet, build_vae, zero_text_embedding
+    from iusdiff.pipeline.config import load_profile
     from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR
 
     tables = load_profile("smoke")["pretrain"]

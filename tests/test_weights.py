@@ -15,18 +15,17 @@ import torch
 import torchvision
 from segment_anything import sam_model_registry
 
-from iusdiff.config import load_profile, provenance
+from iusdiff.data.splits import CASES
 from iusdiff.errors import InputError
-from iusdiff.losses import perceptual_loss
-from iusdiff.medsam import load_medsam
-from iusdiff.pipeline import Context, run_pipeline, startup_checks
-from iusdiff.splits import CASES
-from iusdiff.stages import STAGES
+from iusdiff.evaluation.medsam import load_medsam
+from iusdiff.generator.losses import perceptual_loss
+from iusdiff.pipeline.config import load_profile, provenance
+from iusdiff.pipeline.runner import Context, run_pipeline, startup_checks
+from iusdiff.pipeline.stages import STAGES
 from iusdiff.weights import VGG16_FILE, torch_hub_dir, weight_deviations
 
-from conftest import REPO, run_script, write_case
-from test_generator_models import sd_folder
-from test_medsam import tiny_sam
+from helpers import REPO, run_script, sd_folder, tiny_sam, write_case
+
 
 SD_DIR, MEDSAM_FILE = "stable-diffusion-v1-5", "medsam_vit_b.pth"  # the paper profile's settings
 

@@ -1,0 +1,142 @@
+"""End to end: ./run_all.sh --profile smoke, as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from iusdiff.data.slices import load_dataset
+from iusdiff.errors import InputError
+from iusdiff.io import load_png
+from iusdiff.pipeline.config import load_profile
+from iusdiff.pipeline.stages import SAMPLES_DIR
+
+from helpers import run_script, start_script
+
+
+pytestmark = pytest.mark.e2e
+
+
+def check_generated_pairs(out):
+    """The two-step generator's output contract, for every fold of the smoke run."""
+    dataset = load_dataset(out / "slices")
+    samples = out / SAMPLES_DIR
+    folds = load_profile("smoke")["folds"]
+    assert sorted(p.name for p in samples.glob("fold*")) == [f"fold{k}" for k in folds]  # the profile's folds only
+    for entry in (e for e in dataset.splits["folds"] if e["fold"] in folds):
+        folder = samples / f"fold{entry['fold']}"
+        rows = list(csv.DictReader((folder / "manifest.csv").read_text().splitlines()))
+        assert list(rows[0]) == ["index", "seed", "mask", "image", "sampler", "steps", "w", "empty"]
+        assert (folder / "options.json").is_file()
+        assert len(rows) == 3 * len(dataset.select(entry["fold"], "train"))  # 3 x N: the downstream study's R = 3
+        mask, image = load_png(folder / rows[0]["mask"]), load_png(folder / rows[0]["image"])
+        assert set(np.unique(mask)) <= {0, 1} and image.shape == mask.shape == (64, 64)
+        assert float(rows[0]["w"]) in (3.0, 5.0)  # picked on validation from the smoke grid
+        assert (folder / "guidance.csv").read_text().startswith("w,kid")
+
+
+def check_pretrained_base(out):
+    """The base was pretrained once on the corpus, which shares no subject with the study, and
+    every fold's models start from it."""
+    corpus, study = load_dataset(out / "pretrain" / "corpus"), load_dataset(out / "slices")
+    assert not {r.subject for r in corpus.records} & {r.subject for r in study.records}
+    base = out / "pretrain" / "base"
+    assert {p.name for p in base.iterdir()} >= {"vae", "unet", "vae_mask", "unet_mask", "base.json", "base_mask.json"}
+    recorded = [set(json.loads((out / ".stages" / f"{name}.json").read_text())["files"]) for name in ("pretrain", "pretrain_mask")]
+    on_disk = {p.relative_to(out).as_posix() for p in base.rglob("*") if p.is_file()}
+    assert not recorded[0] & recorded[1] and recorded[0] | recorded[1] == on_disk  # two stages, disjoint parts, nothing unrecorded
+    for model in ("vae_image", "vae_mask", "ldm_mask", "ldm_ius", "vae_joint", "ldm_onestep"):
+        options = json.loads((out / "models" / model / "fold1" / "options.json").read_text())
+        assert options["options"]["pretrained"] == "pretrain/base", model
+
+
+def check_quality_benchmark(out):
+    """bench/quality.py on the finished smoke run: floors, ceiling, stand-in DSC, memorisation."""
+    result = run_script("../bench/quality.py", out, "--folds", "1", "--images", "8")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 1 |")]
+    names = [row.split("|")[2].strip() for row in rows]
+    assert names[:2] == ["real held-out (floor)", "pix2pix"] and "proposed: untrained (ceiling)" in names
+    assert "onestep: VAE reconstructions (floor)" in names and len(rows) == 9
+
+
+def check_settings_route(out):
+    """Each stage was handed its sections in settings/<stage>.json; a changed Pix2Pix key makes
+    only the Pix2Pix stages and their dependents stale; a typo fails before any work."""
+    handed = json.loads((out / "settings" / "pix2pix.json").read_text())
+    assert set(handed["sections"]) == {"pix2pix"} and handed["profile"]["name"] == "smoke"
+    assert json.loads((out / "run.json").read_text())["overrides"] == []
+    plan = run_script("run_all.sh", "--profile", "smoke", "--out", out, "--plan", "--set", "pix2pix.ngf=4")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    stale = {line.split()[0] for line in plan.stdout.splitlines() if "  runs: " in line}
+    bases = {name.split("@")[0] for name in stale}
+    assert bases == {"pix2pix", "sample_pix2pix", "evaluate_images", "figures", "report"}, plan.stdout
+    assert any(line.startswith("pix2pix@fold1 ") and "its settings changed" in line for line in plan.stdout.splitlines())
+    typo = run_script("run_all.sh", "--profile", "smoke", "--out", out, "--set", "ldm_mask.no_such_key=1")
+    assert typo.returncode == 2 and "[ldm_mask] has no key 'no_such_key'" in typo.stderr and "running:" not in typo.stdout
+    shown = run_script("run_all.sh", "--profile", "smoke", "--show-settings", "--set", "pix2pix.ngf=4")
+    assert any(line.startswith("pix2pix.ngf") and "= 4" in line and "# --set" in line for line in shown.stdout.splitlines())
+
+
+def test_smoke_profile_end_to_end_rerun_and_verify(smoke_run, tmp_path):
+    out = smoke_run
+    for rel in ("slices/slices.csv", "slices/splits.json", "tables/table1.md", "tables/table1.tex", "tables/table1.csv", "figures/phantom_montage.png", "checksums.sha256", "run.json"):
+        assert (out / rel).is_file(), rel
+    assert "synthetic phantom data" in (out / "tables" / "table1.md").read_text()
+
+    check_generated_pairs(out)
+    check_pretrained_base(out)
+    check_quality_benchmark(out)
+
+    second = run_script("run_all.sh", "--profile", "smoke", "--out", out)
+    assert second.returncode == 0
+    assert "running:" not in second.stdout and "0 stage(s) ran" in second.stdout
+    assert second.stdout.count("files match their checksums") == second.stdout.count("up to date (")
+    check_settings_route(out)
+
+    assert run_script("run_all.sh", "--profile", "smoke", "--out", out, "--verify").returncode == 0
+    manifest = (out / "checksums.sha256").read_text()
+    target = next(line.split("  ", 1)[1] for line in manifest.splitlines() if line.endswith(".nii.gz"))
+    original = (out / target).read_bytes()
+    (out / target).write_bytes(b"corrupted")
+    failed = run_script("run_all.sh", "--profile", "smoke", "--out", out, "--verify")
+    (out / target).write_bytes(original)  # the run is shared with other tests
+    assert failed.returncode == 1 and f"changed: {target}" in failed.stdout
+
+    # Scale-out: folds 1 and 2 as two concurrent jobs sharing another folder (as on a cluster).
+    # Each runs the shared data stages (once, under a lock) and its fold's instances; together
+    # their manifest holds exactly the single-process run's checksums of those stages. (The
+    # final merge run is tested on a toy pipeline in test_runner.py; here it would repeat
+    # folds 3-5 for minutes.)
+    other = tmp_path / "fold_jobs"
+    jobs = [start_script("run_all.sh", "--profile", "smoke", "--out", other, "--fold", k) for k in (1, 2)]
+    for job in jobs:
+        stdout, stderr = job.communicate()
+        assert job.returncode == 0, stdout + stderr
+    ran = {p.stem for p in (other / ".stages").glob("*.json")}
+    assert {"slices", "sample@fold1", "sample@fold2", "sample_pix2pix@fold2"} <= ran
+    assert not any(name.endswith(("@fold3", "@fold4", "@fold5")) for name in ran) and "downstream" not in ran
+    expected = {
+        f"{digest}  {path}"
+        for name in ran
+        for path, digest in json.loads((out / ".stages" / f"{name}.json").read_text())["files"].items()
+    }
+    assert set((other / "checksums.sha256").read_text().splitlines()) == expected
+
+
+def test_paper_profile_without_data_fails_before_any_work(tmp_path):
+    out = tmp_path / "paper"
+    result = run_script("run_all.sh", "--profile", "paper", "--out", out, "--resect-root", tmp_path / "nope", "--seg-root", tmp_path / "nope2")
+    assert result.returncode == 2
+    assert "needs RESECT data" in result.stderr and "data/RESECT" in result.stderr
+    assert not out.exists()
+
+
+def test_unknown_profile_is_an_input_error():
+    with pytest.raises(InputError, match="unknown profile 'fast'"):
+        load_profile("fast")
+    result = run_script("run_all.sh", "--profile", "fast")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
