@@ -419,8 +419,9 @@ def _check_table(cls: type, table: dict[str, Any], where: str, file: str) -> Non
 def _complete(cls: type, table: dict[str, Any], where: str, sources: dict[str, str]) -> dict[str, Any]:
     """A section with the schema's defaults filled in; a required key left unset is an error."""
     out: dict[str, Any] = {}
+    hints = _hints(cls)
     for f in dataclasses.fields(cls):
-        dotted = f"{where}.{f.name}" if where else f.name
+        dotted, hint = f"{where}.{f.name}" if where else f.name, hints[f.name]
         if f.name in table:
             out[f.name] = table[f.name]
         elif f.default is not REQUIRED:
@@ -429,11 +430,10 @@ def _complete(cls: type, table: dict[str, Any], where: str, sources: dict[str, s
         elif f.default_factory is not REQUIRED:
             out[f.name] = f.default_factory()
             sources[dotted] = SCHEMA
-        elif _is_section(f.type if not isinstance(f.type, str) else _hints(cls)[f.name]):
+        elif _is_section(hint):
             raise InputError(f"profile has no [{dotted}] section")
         else:
             raise InputError(f"[{where or 'top level'}] {f.name} is not set by the profile and has no default")
-        hint = _hints(cls)[f.name]
         if _is_section(hint):
             out[f.name] = _complete(hint, out[f.name], dotted, sources)
     return out
