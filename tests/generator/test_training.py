@@ -92,6 +92,47 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
     assert any("different run" in m for m in messages)
 
 
+def model_bytes(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted((folder / MODEL_DIR).rglob("*")) if p.is_file()}
+
+
+def test_a_bad_checkpoint_is_set_aside_with_one_line_and_the_one_before_resumes(tmp_path):
+    loop = LoopConfig(**{**LOOP.__dict__, "keep_checkpoints": 2})
+    straight = train(vae_task(), loop, tmp_path / "straight", run_key("test"), make_accelerator("no"), False, desc="t", log=print)
+    with pytest.raises(Interrupted):
+        task = InterruptAt(vae_task(), 5)
+        train(task, loop, tmp_path / "resumed", run_key("test"), task.acc, False, desc="t", log=print)
+    bad = tmp_path / "resumed" / CHECKPOINTS / "step-0000004"
+    weights = bad / "vae.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated, as a full disk or a killed copy leaves it
+    messages = []
+    task = vae_task()
+    resumed = train(task, loop, tmp_path / "resumed", run_key("test"), task.acc, True, desc="t", log=messages.append)
+    warnings = [m for m in messages if m.startswith("warning:")]
+    assert len(warnings) == 1 and str(bad) in warnings[0] and "vae.safetensors changed" in warnings[0]
+    assert "resuming from step-0000002" in messages[-1]
+    assert resumed.history == straight.history and model_bytes(tmp_path / "resumed") == model_bytes(tmp_path / "straight")
+    assert (tmp_path / "resumed" / ".set-aside" / "step-0000004" / "vae.safetensors").stat().st_size == 100  # kept, hidden
+
+
+def test_an_unreadable_checkpoint_state_starts_afresh_and_a_changed_model_is_restored(tmp_path):
+    run(vae_task(), tmp_path / "straight")
+    clean = model_bytes(tmp_path / "straight")
+    model = next((tmp_path / "straight" / MODEL_DIR).rglob("*.safetensors"))
+    data = bytearray(model.read_bytes())
+    data[-200] ^= 1
+    model.write_bytes(bytes(data))
+    messages = []
+    task = vae_task()
+    train(task, LOOP, tmp_path / "straight", run_key("test"), task.acc, True, desc="t", log=messages.append)
+    assert messages == ["t: resuming from step-0000006"] and model_bytes(tmp_path / "straight") == clean  # from the checkpoint's copy
+    (tmp_path / "straight" / CHECKPOINTS / "step-0000006" / "state.json").write_text("{")
+    messages.clear()
+    task = vae_task()
+    train(task, LOOP, tmp_path / "straight", run_key("test"), task.acc, True, desc="t", log=messages.append)
+    assert len(messages) == 1 and "state.json unreadable" in messages[0] and model_bytes(tmp_path / "straight") == clean
+
+
 SAVE_SPY = '''import os
 from diffusers import ModelMixin
 

@@ -10,6 +10,7 @@ continues with exactly the loss sequence of an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -28,10 +29,12 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from iusdiff.io import atomic_dir, atomic_path, write_json
+from iusdiff.io import atomic_dir, atomic_path, sha256_file, visible_files, write_json
 from iusdiff.outputs.layout import CHECKPOINTS, MODEL_DIR
 
 STATE_FILE = "state.json"
+BEST_DIR = "best"  # in a checkpoint: the best model up to its step
+SET_ASIDE = ".set-aside"  # in a fold: checkpoints that failed their check (hidden: no output)
 
 
 def make_accelerator(mixed_precision: str) -> Accelerator:
@@ -167,7 +170,10 @@ def save_checkpoint(
     optimizers: dict[str, torch.optim.Optimizer],
     accelerator: Accelerator,
     keep: int,
+    best_model: Path,
 ) -> Path:
+    """A checkpoint holds the best model so far too (``best_model``, copied in): a resumed run
+    must not depend on a model folder that may have changed since."""
     target = root / f"step-{state.step:07d}"
     with atomic_dir(target) as tmp:
         optim_json = {}
@@ -178,6 +184,8 @@ def save_checkpoint(
             tensors, rest = _split_optimizer_state(optimizer.state_dict())
             save_file(tensors, tmp / f"{name}.optimizer.safetensors")
             optim_json[name] = rest
+        if best_model.is_dir():
+            shutil.copytree(best_model, tmp / BEST_DIR)
         write_json(
             tmp / STATE_FILE,
             {
@@ -188,6 +196,7 @@ def save_checkpoint(
                 "history": state.history,
                 "validation": state.validation,
                 "optimizers": optim_json,
+                "files": {rel: sha256_file(tmp / rel) for rel in visible_files(tmp)},  # state.json is written last
             },
         )
     for old in checkpoint_dirs(root)[:-keep]:
@@ -195,18 +204,52 @@ def save_checkpoint(
     return target
 
 
+class BadCheckpoint(Exception):
+    """A checkpoint that cannot be trusted: unreadable, incomplete, or changed since it was written."""
+
+
+def read_checkpoint(folder: Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
+    """A checkpoint's state and tensors (by file stem), each file checked against the digest
+    recorded when it was written, before anything is loaded into a model."""
+    try:
+        meta = json.loads((folder / STATE_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadCheckpoint(f"{STATE_FILE} unreadable ({exc})") from None
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(files, dict):
+        raise BadCheckpoint(f"{STATE_FILE} records no file digests")
+    for rel, digest in sorted(files.items()):
+        if not (folder / rel).is_file():
+            raise BadCheckpoint(f"{rel} is missing")
+        if sha256_file(folder / rel) != digest:
+            raise BadCheckpoint(f"{rel} changed since it was written")
+    try:
+        tensors = {Path(rel).stem: load_file(folder / rel) for rel in files if "/" not in rel and rel.endswith(".safetensors")}
+    except Exception as exc:  # safetensors raises its own error type for a corrupt header
+        raise BadCheckpoint(f"unreadable tensors ({exc})") from None
+    return meta, tensors
+
+
 def load_checkpoint(
     folder: Path,
+    meta: dict,
+    tensors: dict[str, dict[str, torch.Tensor]],
     modules: dict[str, torch.nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
     accelerator: Accelerator,
+    best_model: Path,
 ) -> LoopState:
-    meta = json.loads((folder / STATE_FILE).read_text())
+    """Load a checkpoint read by :func:`read_checkpoint` and put its best model back in place."""
     for name, module in modules.items():
-        accelerator.unwrap_model(module).load_state_dict(load_file(folder / f"{name}.safetensors"))
+        accelerator.unwrap_model(module).load_state_dict(tensors[name])
     for name, optimizer in optimizers.items():
-        tensors = load_file(folder / f"{name}.optimizer.safetensors")
-        optimizer.load_state_dict(_join_optimizer_state(tensors, meta["optimizers"][name]))
+        optimizer.load_state_dict(_join_optimizer_state(tensors[f"{name}.optimizer"], meta["optimizers"][name]))
+    if accelerator.is_main_process:
+        if (folder / BEST_DIR).is_dir():
+            with atomic_dir(best_model) as tmp:
+                shutil.copytree(folder / BEST_DIR, tmp, dirs_exist_ok=True)
+        elif best_model.exists():
+            shutil.rmtree(best_model)  # no model was best yet at that step
     best = meta["best"]
     return LoopState(
         step=meta["step"],
@@ -217,16 +260,30 @@ def load_checkpoint(
     )
 
 
-def resumable_checkpoint(root: Path, key: str, log: Callable[[str], None]) -> Path | None:
-    """The latest checkpoint of this very run, or None; other runs' checkpoints are dropped."""
-    found = checkpoint_dirs(root)
-    if not found:
+def set_aside(checkpoint: Path, why: str, log: Callable[[str], None]) -> None:
+    """Move a bad checkpoint out of the way (hidden beside the fold: no output, never deleted)."""
+    target = checkpoint.parent.parent / SET_ASIDE / checkpoint.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):  # another rank of a distributed run moved it first
+        os.replace(checkpoint, target)
+    log(f"warning: {checkpoint}: {why}; set aside as {target}")
+
+
+def resumable_checkpoint(root: Path, key: str, log: Callable[[str], None]) -> tuple[Path, dict, dict] | None:
+    """The latest sound checkpoint of this very run with its state and tensors, or None. Bad
+    checkpoints are set aside (the one before them is tried next); other runs' are dropped."""
+    for latest in reversed(checkpoint_dirs(root)):
+        try:
+            meta, tensors = read_checkpoint(latest)
+        except BadCheckpoint as exc:
+            set_aside(latest, str(exc), log)
+            continue
+        if meta.get("run_key") == key:
+            return latest, meta, tensors
+        log(f"{root}: checkpoints belong to a different run (options, data or code changed); starting afresh")
+        shutil.rmtree(root)
         return None
-    latest = found[-1]
-    if json.loads((latest / STATE_FILE).read_text()).get("run_key") == key:
-        return latest
-    log(f"{root}: checkpoints belong to a different run (options, data or code changed); starting afresh")
-    shutil.rmtree(root)
     return None
 
 
@@ -266,9 +323,10 @@ def train(
     modules, optimizers = task.modules(), task.optimizers()
     ckpt_root = out / CHECKPOINTS
     state = LoopState()
-    latest = resumable_checkpoint(ckpt_root, key, log) if resume else None
-    if latest is not None:
-        state = load_checkpoint(latest, modules, optimizers, accelerator)
+    found = resumable_checkpoint(ckpt_root, key, log) if resume else None
+    if found is not None:
+        latest, meta, tensors = found
+        state = load_checkpoint(latest, meta, tensors, modules, optimizers, accelerator, out / MODEL_DIR)
         log(f"{desc}: resuming from {latest.name}")
     elif ckpt_root.exists() and accelerator.is_main_process:
         shutil.rmtree(ckpt_root)
@@ -290,7 +348,7 @@ def train(
                     with atomic_dir(out / MODEL_DIR) as tmp:
                         task.save_model(tmp)
         if (state.step % cfg.checkpointing_steps == 0 or last) and accelerator.is_main_process:
-            save_checkpoint(ckpt_root, key, state, modules, optimizers, accelerator, cfg.keep_checkpoints)
+            save_checkpoint(ckpt_root, key, state, modules, optimizers, accelerator, cfg.keep_checkpoints, out / MODEL_DIR)
         accelerator.wait_for_everyone()
     bar.close()
     if accelerator.is_main_process:
