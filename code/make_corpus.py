@@ -18,13 +18,13 @@ import argparse
 import os
 from pathlib import Path
 
-from iusdiff.cli import run, save_options
+from iusdiff.cli import run
 from iusdiff.data.corpus import LABEL, corpus_cases, corpus_splits, write_corpus
 from iusdiff.data.slices import check_size, load_dataset, write_manifest, write_splits
 from iusdiff.generator.training import run_key
 from iusdiff.io import atomic_dir
 from iusdiff.outputs.plotting import save_figure, slice_montage
-from iusdiff.pipeline.runs import completed, script_digest
+from iusdiff.pipeline.runs import completed, save_completion, script_digest
 
 
 def parse_args(argv):
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
             records = write_corpus(tmp, cases, args.seed, args.scale, args.size, args.workers)
             write_manifest(tmp / "slices.csv", records)
             write_splits(tmp / "splits.json", splits)
-            save_options(tmp / "options.json", args, kind=LABEL, cases=list(cases), slices=len(records), run_key=key)
+            save_completion(tmp, args, key, kind=LABEL, cases=list(cases), slices=len(records))
     dataset = load_dataset(args.out)
     if args.montage:
         shown = [next(r for r in dataset.records if r.subject == case) for case in cases[:24]]

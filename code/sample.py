@@ -52,7 +52,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 
 from iusdiff.baselines.controlnet import ControlledUNet, sample_controlnet_images
-from iusdiff.cli import run, save_options
+from iusdiff.cli import run
 from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.evaluation.fid import InceptionFeatures
@@ -66,8 +66,8 @@ from iusdiff.outputs.layout import fold_dir, model_dir
 from iusdiff.outputs.samples import read_manifest
 from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
 from iusdiff.pipeline.runs import (
-    OPTIONS,
     completed,
+    save_completion,
     data_digest,
     dataset_folds,
     folder_digest,
@@ -302,9 +302,7 @@ def sample_fold(args, cfg: dict, dataset, fold: int, device, extractor: Inceptio
     n = len(out.seeds)
     with atomic_dir(folder) as tmp:
         empty = write_fold(tmp, out.masks, out.images, out.seeds, out.w, cfg, out.rows)
-        save_options(
-            tmp / OPTIONS, args, settings=cfg, run_key=key, fold=fold, n=n, w=out.w, empty_masks=empty, guidance_kid=out.rows
-        )
+        save_completion(tmp, args, key, settings=cfg, fold=fold, n=n, w=out.w, empty_masks=empty, guidance_kid=out.rows)
     print(f"sample {args.model} fold {fold}: {n} pairs, w = {out.w}, {empty} empty mask(s)")
 
 

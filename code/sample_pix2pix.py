@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from iusdiff.baselines.pix2pix import check_test_mode, load_generator, translate
-from iusdiff.cli import run, save_options
+from iusdiff.cli import run
 from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.generator.training import run_key
@@ -35,7 +35,7 @@ from iusdiff.io import atomic_dir, load_mask_png, save_png, sha256_file
 from iusdiff.outputs.layout import fold_dir, model_dir
 from iusdiff.outputs.samples import Sample, read_manifest, write_manifest
 from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
-from iusdiff.pipeline.runs import OPTIONS, completed, dataset_folds, folder_digest, folds_argument, script_digest
+from iusdiff.pipeline.runs import completed, save_completion, dataset_folds, folder_digest, folds_argument, script_digest
 
 SAMPLER = "pix2pix"
 
@@ -93,7 +93,7 @@ def sample_fold(args, test_mode: str, dataset, fold: int, device: torch.device) 
             save_png(tmp / image_rel, image)
             written.append(Sample(sample.index, sample.seed, sample.mask, image_rel, SAMPLER, 1, 0.0, int(not mask.any())))
         write_manifest(tmp / "manifest.csv", written)
-        save_options(tmp / OPTIONS, args, fold=fold, n=len(written), test_mode=test_mode, run_key=key)
+        save_completion(tmp, args, key, fold=fold, n=len(written), test_mode=test_mode)
     print(f"sample_pix2pix fold {fold}: {len(written)} images from {source}")
 
 

@@ -37,7 +37,7 @@ from iusdiff.baselines.controlnet import (
     ControlNetTask,
     build_controlnet,
 )
-from iusdiff.cli import run, save_options
+from iusdiff.cli import run
 from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.generator.data import Augmentation, load_fold, seed_for
@@ -56,9 +56,9 @@ from iusdiff.generator.training import LoopConfig, make_accelerator, run_key, se
 from iusdiff.outputs.layout import fold_dir, model_dir
 from iusdiff.pipeline.config import load_stage_settings
 from iusdiff.pipeline.runs import (
-    OPTIONS,
     add_training_arguments,
     completed,
+    save_completion,
     data_digest,
     dataset_folds,
     folder_digest,
@@ -161,8 +161,8 @@ def run_phase(args, phase: str, cfg: dict, inputs: FoldInputs, key: str, seed: i
     state = train(task, loop, out, key, acc, args.resume, desc=desc)
     if acc.is_main_process:
         trainable = sum(p.numel() for p in task.model.parameters() if p.requires_grad)
-        save_options(
-            out / OPTIONS, args, fold=inputs.fold, phase=phase, settings=cfg, steps=loop.steps, run_key=key,
+        save_completion(
+            out, args, key, fold=inputs.fold, phase=phase, settings=cfg, steps=loop.steps,
             best_step=state.best_step, best_validation_score=state.best, trainable_parameters=trainable,
         )
 
@@ -184,8 +184,8 @@ def train_fold(args, cfg: dict, dataset, fold: int) -> None:
     key_b = run_key("phase_b", training_settings(cfg["phase_b"]), folder_digest(phase_a_model), *common)
     run_phase(args, "phase_b", cfg["phase_b"], inputs, key_b, seed_b, lambda: phase_b_task(cfg["phase_b"], inputs, phase_a_model, seed_b))
     if inputs.accelerator.is_main_process:
-        save_options(
-            folder / OPTIONS, args, fold=fold, settings=cfg, run_key=fold_key, phase_keys={"phase_a": key_a, "phase_b": key_b},
+        save_completion(
+            folder, args, fold_key, fold=fold, settings=cfg, phase_keys={"phase_a": key_a, "phase_b": key_b},
             conditioning_channels=CONDITIONING_CHANNELS,
         )
 

@@ -43,6 +43,17 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def visible_files(root: str | Path) -> list[str]:
+    """Files under ``root`` as sorted relative POSIX paths, leaving out hidden ones and everything
+    inside hidden folders: temporary work (``.name.xxx.tmp``) and what was set aside is no output."""
+    root = Path(root)
+    return sorted(
+        rel.as_posix()
+        for rel in (p.relative_to(root) for p in root.rglob("*") if p.is_file())
+        if not any(part.startswith(".") for part in rel.parts)
+    )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling path; on success it replaces ``path`` in one rename."""

@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from iusdiff.errors import InputError
-from iusdiff.io import sha256_file, write_json, write_text
+from iusdiff.io import sha256_file, visible_files, write_json, write_text
 from iusdiff.outputs.layout import FIGURES_DIR, MANIFEST, STATE_DIR, TABLES_DIR, fold_name, settings_file
 from iusdiff.pipeline.config import stage_settings, write_stage_settings
 from iusdiff.pipeline.digests import code_digest
 from iusdiff.pipeline.stagehost import HostUnavailable, StageHost
-from iusdiff.pipeline.workers import WORKERS_ENV
+from iusdiff.pipeline.workers import RECOMPUTE_ENV, WORKERS_ENV
 
 
 @dataclass(frozen=True)
@@ -102,16 +102,15 @@ class StageFailed(RuntimeError):
 
 
 def output_files(out: Path, outputs: Sequence[str]) -> list[str]:
-    """Every file under the stage's outputs, relative to OUT, sorted; temp files excluded."""
+    """Every file under the stage's outputs, relative to OUT, sorted; hidden (temporary or
+    set-aside) files and folders excluded."""
     files = []
     for entry in outputs:
         path = out / entry
         if path.is_file():
             files.append(entry)
         elif path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and not child.name.startswith("."):
-                    files.append(child.relative_to(out).as_posix())
+            files.extend(f"{entry}/{rel}" for rel in visible_files(path))
     return sorted(files)
 
 
@@ -228,12 +227,18 @@ def stage_command(stage: Stage, script: Path, argv: list[str], environ: dict[str
     return [*(launcher or [sys.executable]), str(script), *argv]
 
 
-def run_stage(stage: Stage, ctx: Context, argv: list[str], workers: int = 1, host: StageHost | None = None) -> float:
+def run_stage(
+    stage: Stage, ctx: Context, argv: list[str], workers: int = 1, host: StageHost | None = None, recompute: bool = False
+) -> float:
     """Run a stage's script, forked from ``host`` when given and no launcher is set, else as a
     subprocess; returns its peak resident memory in MiB (for bench/stages.py).
 
-    ``workers``: processes the stage may use for independent items (iusdiff.pipeline.workers)."""
+    ``workers``: processes the stage may use for independent items (iusdiff.pipeline.workers);
+    ``recompute``: the script may not skip work it finds finished (forced, or a file changed)."""
     env = script_env(ctx.repo, ctx.profile.get("threads") or None) | {WORKERS_ENV: str(max(1, workers))}
+    env.pop(RECOMPUTE_ENV, None)  # never inherited from the runner's own environment
+    if recompute:
+        env[RECOMPUTE_ENV] = "1"
     script = script_path(stage, ctx.repo)
     command = stage_command(stage, script, argv, env)
     if host is not None and command[0] == sys.executable:
@@ -397,16 +402,22 @@ def prepare_job(ctx: Context, stage: Stage, dep_records: dict[str, dict[str, Any
     return Job(argv, settings, handed, _digest(settings), fingerprint(stage, argv, dep_records, code, settings))
 
 
-def _up_to_date(ctx: Context, stage: Stage, fp: str, force: Sequence[str]) -> dict[str, Any] | None:
+def _up_to_date(ctx: Context, stage: Stage, fp: str, force: Sequence[str]) -> tuple[dict[str, Any] | None, bool]:
+    """(the stage's record when it is up to date, else None; whether a rerun must recompute what
+    its script would skip as finished: the stage was forced or one of its recorded files changed,
+    so a script's own record of a finished fold can no longer be believed)."""
+    if stage.name in force or stage.base in force:
+        return None, True
     record = load_record(ctx.out, stage.name)
-    if stage.name in force or stage.base in force or record is None or record.get("fingerprint") != fp:
-        return None
-    return None if changed_files(ctx.out, record["files"]) else record
+    if record is None:
+        return None, False
+    changed = bool(changed_files(ctx.out, record["files"]))
+    return (record if record.get("fingerprint") == fp and not changed else None), changed
 
 
-def _execute(ctx: Context, stage: Stage, job: Job, workers: int, host: StageHost | None) -> dict[str, Any]:
+def _execute(ctx: Context, stage: Stage, job: Job, workers: int, host: StageHost | None, recompute: bool) -> dict[str, Any]:
     started = time.monotonic()
-    peak_mib = run_stage(stage, ctx, job.argv, workers, host)
+    peak_mib = run_stage(stage, ctx, job.argv, workers, host, recompute)
     seconds = time.monotonic() - started
     absent = [o for o in (*stage.outputs, *stage.volatile) if not (ctx.out / o).exists()]
     if absent:
@@ -485,7 +496,7 @@ def run_pipeline(
         job = prepare_job(ctx, stage, {d: records[d] for d in deps})
         prefix = f"[{position[stage.name]}/{len(chosen)}] {stage.name:<{width}}"
         with _locked(ctx.out, stage.name):
-            record = _up_to_date(ctx, stage, job.fingerprint, force)
+            record, recompute = _up_to_date(ctx, stage, job.fingerprint, force)
             if record is not None:
                 log(f"{prefix}  up to date ({len(record['files'])} files match their checksums)")
                 summary.skipped.append(stage.name)
@@ -493,7 +504,7 @@ def run_pipeline(
                 log(f"{prefix}  running: {stage.script} {' '.join(job.argv)}")
                 if job.settings_file:
                     write_stage_settings(ctx.out / job.settings_file, job.settings)
-                record = _execute(ctx, stage, job, jobs, host.get() if stage.uses_torch else None)
+                record = _execute(ctx, stage, job, jobs, host.get() if stage.uses_torch else None, recompute)
                 summary.ran.append(stage.name)
                 summary.seconds[stage.name] = record["seconds"]
                 log(f"{prefix}  done in {record['seconds']:.1f} s ({len(record['files'])} files)")

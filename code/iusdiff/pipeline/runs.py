@@ -1,8 +1,11 @@
 """Plumbing shared by the generator scripts: folds, settings sections, run identity, skipping.
 
 A training or sampling script loops over folds and writes ``OUT/fold{K}/``. A fold is skipped
-under ``--resume`` when its ``options.json`` records the same run key, i.e. the same settings,
-training data and code; an interrupted fold resumes from its latest checkpoint instead.
+under ``--resume`` only when its ``options.json`` records the same run key (the same settings,
+training data and code) and every file of the fold still has the sha256 recorded beside that key:
+content, not the key alone, says a fold is finished, so a changed file is recomputed. An
+interrupted fold resumes from its latest checkpoint instead. The runner asks for recomputation
+outright (``IUSDIFF_RECOMPUTE``) when it reruns a stage that was forced or whose files changed.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,10 +21,11 @@ import iusdiff
 from iusdiff.cli import parse_cases, save_options
 from iusdiff.data.slices import SliceDataset, load_dataset
 from iusdiff.errors import InputError
-from iusdiff.io import sha256_file
+from iusdiff.io import sha256_file, visible_files
 from iusdiff.outputs.layout import OPTIONS
 from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
 from iusdiff.pipeline.digests import code_digest
+from iusdiff.pipeline.workers import RECOMPUTE_ENV
 from iusdiff.weights import TEXT_FILE, TEXT_SUBFOLDERS, resolve_pretrained
 
 
@@ -91,15 +96,27 @@ def pretrained_identity(reference: str | None, subfolders: tuple[str, ...]) -> d
     return {"reference": str(reference), "digests": digests}
 
 
+def output_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file a finished fold holds, its options.json aside (which records them)."""
+    return {rel: sha256_file(folder / rel) for rel in visible_files(folder) if rel != OPTIONS}
+
+
 def completed(fold_dir: Path, key: str) -> bool:
-    """Whether ``fold_dir`` holds the finished result of the run identified by ``key``."""
+    """Whether ``fold_dir`` holds the finished result of the run identified by ``key``, every
+    file as it was written; never when the runner asked for recomputation."""
     path = fold_dir / OPTIONS
-    if not path.is_file():
+    if os.environ.get(RECOMPUTE_ENV) or not path.is_file():
         return False
     try:
-        return json.loads(path.read_text()).get("run_key") == key
-    except json.JSONDecodeError:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return False
+    return isinstance(record, dict) and record.get("run_key") == key and record.get("outputs") == output_digests(fold_dir)
+
+
+def save_completion(folder: Path, args: argparse.Namespace, key: str, **extra) -> None:
+    """Mark ``folder`` finished: its options.json with the run key and its files' sha256, written last."""
+    save_options(folder / OPTIONS, args, run_key=key, **extra, outputs=output_digests(folder))
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, steps_help: str = "optimisation steps (overrides the settings)") -> None:
@@ -138,5 +155,5 @@ def train_folds(args: argparse.Namespace, cfg: dict, train_fold: Callable, size:
 
 
 def save_training_options(folder: Path, args: argparse.Namespace, fold: int, cfg: dict, steps: int, key: str, **extra) -> None:
-    """A finished fold's options.json: its command line, settings, step count and run key."""
-    save_options(folder / OPTIONS, args, fold=fold, settings=cfg, steps=steps, run_key=key, **extra)
+    """A finished fold's options.json: its command line, settings, step count, run key and files."""
+    save_completion(folder, args, key, fold=fold, settings=cfg, steps=steps, **extra)
