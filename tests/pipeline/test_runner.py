@@ -125,6 +125,44 @@ def test_force_reruns_a_finished_stage(toy):
         run(force=["nope"])
 
 
+SKIPPING = """
+import argparse, pathlib, sys
+from iusdiff.pipeline.runs import completed, save_completion
+out = pathlib.Path(sys.argv[1])
+if not completed(out, "key"):  # a training or sampling script's skip of a finished fold
+    out.mkdir(exist_ok=True)
+    (out / "data.txt").write_text("clean")
+    with open("computed.log", "a") as log:
+        log.write("computed\\n")
+    save_completion(out, argparse.Namespace(out=str(out)), "key")
+"""
+
+
+def test_a_script_that_skips_finished_work_recomputes_what_changed_and_what_was_forced(tmp_path):
+    import json
+
+    from iusdiff.io import sha256_file
+
+    script = tmp_path / "skipping.py"
+    script.write_text(SKIPPING)
+    ctx = Context(profile={"name": "toy"}, out=tmp_path / "out", repo=REPO, resect_root="", seg_root="")
+    data, options = ctx.out / "fold1" / "data.txt", ctx.out / "fold1" / "options.json"
+
+    def run(**kwargs) -> list[str]:
+        run_pipeline(ctx, [Stage("s", str(script), ("fold1",), lambda ctx: ["fold1"])], log=lambda line: None, **kwargs)
+        assert verify(ctx.out) == [] and data.read_text() == "clean"
+        return (ctx.out / "computed.log").read_text().split()
+
+    assert len(run()) == 1 and len(run()) == 1  # the second run finds the stage up to date
+    data.write_text("tampered")
+    assert len(run()) == 2  # the script's record no longer matches the file: recomputed
+    data.write_text("evil")  # a consistent forgery: the script's own record updated too
+    record = json.loads(options.read_text())
+    options.write_text(json.dumps({**record, "outputs": {"data.txt": sha256_file(data)}}))
+    assert len(run()) == 3  # the runner saw the changed files and asked for recomputation
+    assert len(run(force=["s"])) == 4
+
+
 def test_failed_stage_keeps_finished_ones_and_records_nothing_for_itself(toy):
     out, run, runs = toy
     run("x")

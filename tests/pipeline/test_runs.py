@@ -9,7 +9,8 @@ import pytest
 
 from iusdiff.errors import InputError
 from iusdiff.pipeline.config import load_profile, stage_settings, write_stage_settings
-from iusdiff.pipeline.runs import pretrained_identity, settings, training_config
+from iusdiff.pipeline.runs import completed, pretrained_identity, save_completion, settings, training_config
+from iusdiff.pipeline.workers import RECOMPUTE_ENV
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -57,3 +58,25 @@ def test_a_retrained_base_is_another_run(tmp_path):
     assert pretrained_identity(None, ("unet",)) is None
     with pytest.raises(InputError, match="pretrained weights not found"):
         pretrained_identity(str(tmp_path / "missing"), ("unet",))
+
+
+def test_a_fold_is_finished_only_with_its_key_and_every_file_as_written(tmp_path, monkeypatch):
+    monkeypatch.delenv(RECOMPUTE_ENV, raising=False)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights.bin").write_bytes(b"w")
+    (tmp_path / ".model.x.tmp").mkdir()  # hidden: temporary work is not part of the fold
+    save_completion(tmp_path, _args(), "key", fold=1)
+    assert completed(tmp_path, "key") and not completed(tmp_path, "other key")
+    (tmp_path / ".model.x.tmp" / "junk").write_bytes(b"j")
+    assert completed(tmp_path, "key")
+    monkeypatch.setenv(RECOMPUTE_ENV, "1")
+    assert not completed(tmp_path, "key")
+    monkeypatch.delenv(RECOMPUTE_ENV)
+    (tmp_path / "model" / "weights.bin").write_bytes(b"x")
+    assert not completed(tmp_path, "key")
+    (tmp_path / "model" / "weights.bin").write_bytes(b"w")
+    (tmp_path / "stray.txt").write_text("s")
+    assert not completed(tmp_path, "key")
+    (tmp_path / "stray.txt").unlink()
+    (tmp_path / "options.json").write_text("{not json")
+    assert not completed(tmp_path, "key")
