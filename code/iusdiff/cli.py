@@ -1,8 +1,9 @@
 """Command-line plumbing shared by the scripts in ``code/``.
 
 Each script builds an argparse parser, does its work through the package, and is run via
-``run(main)``: input problems become one ``error: ...`` line and exit status 2, never a
-traceback, and the resolved options are saved next to the outputs.
+``run(main)``: input problems and operating-system trouble (a read-only or full disk) become
+one ``error: ...`` line and exit status 2, never a traceback, and the resolved options are saved
+next to the outputs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from iusdiff import __version__
-from iusdiff.errors import InputError
+from iusdiff.errors import InputError, describe_os_error
 from iusdiff.io import write_json
 
 
@@ -54,11 +55,17 @@ def save_options(path: str | Path, args: argparse.Namespace, **extra) -> None:
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
-    """Run a script's main(), turning InputError into one clear line and exit status 2."""
+    """Run a script's main(), turning InputError, and an operating system's error that no atomic
+    writer named already (``<file>: <reason>``), into one clear line and exit status 2."""
     try:
         status = main(argv)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno is None:  # not the operating system's: a bug, keep its traceback
+            raise
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

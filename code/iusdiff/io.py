@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from iusdiff.errors import InputError
+from iusdiff.errors import InputError, OutputError
 
 _CHUNK = 1 << 20
 
@@ -43,21 +43,47 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _written_file(exc: OSError, target: Path) -> Path:
+    """The file an OS error in an atomic write is about, as the user knows it: the target for a
+    write() error (it names no file) or one on a temporary sibling (``.<name>.*``) or inside it."""
+    if exc.filename is None:
+        return target
+    failed = Path(os.fsdecode(exc.filename))
+    for folder in (failed, *failed.parents):
+        if folder.parent == target.parent and folder.name.startswith(f".{target.name}."):
+            return target / failed.relative_to(folder)
+    return failed  # an input the block was reading, or a folder above the target
+
+
+@contextlib.contextmanager
+def _naming_os_errors(target: Path) -> Iterator[None]:
+    """Turn an operating-system error (read-only file system, full disk, no permission) raised
+    while writing ``target`` into an OutputError naming the file: a Python traceback ending in
+    ``OSError: [Errno 28] No space left on device`` says neither which output nor where."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:  # not the operating system's (PIL's UnidentifiedImageError, ...)
+            raise
+        raise OutputError(f"{_written_file(exc, target)}: {os.strerror(exc.errno)}") from exc
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; on success it replaces ``path`` in one rename."""
+    """Yield a temporary sibling path; on success it replaces ``path`` in one rename. An OS error
+    on the way becomes an OutputError naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    tmp_path.chmod(0o666 & ~_umask())  # mkstemp's 0600 would leak into the final file
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with _naming_os_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        tmp_path.chmod(0o666 & ~_umask())  # mkstemp's 0600 would leak into the final file
+        try:
+            yield tmp_path
+            os.replace(tmp_path, path)
+        finally:
+            tmp_path.unlink(missing_ok=True)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -76,23 +102,25 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary folder that replaces ``path`` only if the block succeeds."""
+    """Yield an empty temporary folder that replaces ``path`` only if the block succeeds. An OS
+    error on the way becomes an OutputError naming the file below ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    tmp.chmod(0o777 & ~_umask())
-    try:
-        yield tmp
-        if path.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, trash / "old")
-            os.replace(tmp, path)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    with _naming_os_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp.chmod(0o777 & ~_umask())
+        try:
+            yield tmp
+            if path.exists():
+                trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, trash / "old")
+                os.replace(tmp, path)
+                shutil.rmtree(trash)
+            else:
+                os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
 
 
 def save_png(path: str | Path, array: np.ndarray) -> None:
