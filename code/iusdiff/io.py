@@ -68,6 +68,15 @@ def _naming_os_errors(target: Path) -> Iterator[None]:
         raise OutputError(f"{_written_file(exc, target)}: {os.strerror(exc.errno)}") from exc
 
 
+def _normalise_modes(root: Path, umask: int) -> None:
+    """Give ``root`` (a file, or a folder and everything in it) the modes of any other output:
+    ``0o666 & ~umask`` for files, ``0o777 & ~umask`` for folders. mkstemp, mkdtemp and
+    safetensors (hence every diffusers ``save_pretrained``) create theirs 0600/0700."""
+    for entry in [root] if root.is_file() else [root, *root.rglob("*")]:
+        if not entry.is_symlink():
+            entry.chmod((0o777 if entry.is_dir() else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling path; on success it replaces ``path`` in one rename. An OS error
@@ -78,9 +87,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp_path = Path(tmp)
-        tmp_path.chmod(0o666 & ~_umask())  # mkstemp's 0600 would leak into the final file
         try:
             yield tmp_path
+            _normalise_modes(tmp_path, _umask())  # after the block: a writer may have replaced the file
             os.replace(tmp_path, path)
         finally:
             tmp_path.unlink(missing_ok=True)
@@ -102,15 +111,16 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary folder that replaces ``path`` only if the block succeeds. An OS
-    error on the way becomes an OutputError naming the file below ``path``."""
+    """Yield an empty temporary folder that replaces ``path`` only if the block succeeds, with
+    every file and folder in it at the usual modes. An OS error on the way becomes an
+    OutputError naming the file below ``path``."""
     path = Path(path)
     with _naming_os_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        tmp.chmod(0o777 & ~_umask())
         try:
             yield tmp
+            _normalise_modes(tmp, _umask())
             if path.exists():
                 trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
                 os.replace(path, trash / "old")
