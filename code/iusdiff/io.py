@@ -133,6 +133,18 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
                 shutil.rmtree(tmp)
 
 
+def writable_folder(path: Path) -> None:
+    """Create ``path`` if needed and check that it takes a new file, so that a run into a
+    read-only (or otherwise unwritable) folder fails at once, in one line, not at its first
+    lock or output."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write to the output folder: {os.strerror(exc.errno)}") from exc
+
+
 def save_png(path: str | Path, array: np.ndarray) -> None:
     """Write a 2-D uint8 array as an 8-bit grayscale PNG (deterministic bytes)."""
     if array.dtype != np.uint8 or array.ndim != 2:

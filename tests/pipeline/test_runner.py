@@ -12,7 +12,7 @@ from iusdiff.errors import InputError
 from iusdiff.pipeline.runner import MANIFEST, Context, StageFailed, load_record, plan_pipeline, read_manifest, run_pipeline, verify
 from iusdiff.pipeline.runner import Stage as PipelineStage
 
-from helpers import REPO
+from helpers import REPO, read_only
 
 # Toy scripts take their settings as flags; the settings file route is tested on its own below.
 Stage = functools.partial(PipelineStage, takes_settings=False)
@@ -74,6 +74,31 @@ def test_edited_output_is_reported_by_verify_and_rebuilt_by_a_rerun(toy):
     assert verify(out) == []
     (out / "b" / "data.txt").unlink()
     assert verify(out) == ["missing: b/data.txt"]
+
+
+def test_a_finished_run_on_a_read_only_folder_can_be_verified_planned_and_listed(toy, capsys):
+    import run_all
+
+    out, run, runs = toy
+    run()
+    with read_only(out):
+        assert verify(out) == []
+        for option in ("--verify", "--plan", "--list"):
+            assert run_all.main(["--profile", "smoke", "--out", str(out), option]) == 0, option
+    assert "verify: " + str(out / MANIFEST) + ": all files match" in capsys.readouterr().out
+
+
+def test_a_run_into_a_read_only_folder_fails_at_once_in_one_line(toy, capsys):
+    import run_all
+
+    from iusdiff.cli import run as run_script_main
+
+    out, run, runs = toy
+    run()
+    with read_only(out), pytest.raises(SystemExit) as failed:
+        run_script_main(run_all.main, ["--profile", "smoke", "--out", str(out), "--stage", "phantom"])
+    assert failed.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {out}: cannot write to the output folder: Read-only file system"]
 
 
 def test_changed_option_reruns_the_stage_and_its_dependents(toy):

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from iusdiff.errors import InputError
-from iusdiff.io import sha256_file, write_json, write_text
+from iusdiff.io import sha256_file, writable_folder, write_json, write_text
 from iusdiff.outputs.layout import FIGURES_DIR, MANIFEST, STATE_DIR, TABLES_DIR, fold_name, settings_file
 from iusdiff.pipeline.config import stage_settings, write_stage_settings
 from iusdiff.pipeline.digests import code_digest
@@ -465,7 +465,7 @@ def run_pipeline(
         raise InputError(f"--force: no stage named {', '.join(sorted(unknown))} in this profile")
     chosen = select(enabled, fold, only)
     startup_checks(ctx, enabled)
-    ctx.out.mkdir(parents=True, exist_ok=True)
+    writable_folder(ctx.out)
     records: dict[str, dict[str, Any]] = {}
     summary = Summary()
     width = max(len(s.name) for s in chosen)
