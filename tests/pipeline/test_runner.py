@@ -101,6 +101,17 @@ def test_a_run_into_a_read_only_folder_fails_at_once_in_one_line(toy, capsys):
     assert capsys.readouterr().err.splitlines() == [f"error: {out}: cannot write to the output folder: Read-only file system"]
 
 
+@pytest.mark.parametrize("jobs", ["0", "-3", "two"])
+def test_jobs_must_be_a_positive_integer(jobs, capsys):
+    import run_all
+
+    with pytest.raises(SystemExit) as refused:
+        run_all.parse_args(["--jobs", jobs])
+    assert refused.value.code == 2
+    assert f"argument --jobs: expected a positive integer, got '{jobs}'" in capsys.readouterr().err
+    assert run_all.parse_args(["--jobs", "3"]).jobs == 3
+
+
 def test_changed_option_reruns_the_stage_and_its_dependents(toy):
     out, run, runs = toy
     run("x")
