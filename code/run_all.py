@@ -21,7 +21,7 @@ from pathlib import Path
 
 from iusdiff import __version__
 from iusdiff.cli import positive_int, run
-from iusdiff.errors import InputError
+from iusdiff.errors import InputError, Interrupted
 from iusdiff.io import write_json
 from iusdiff.pipeline.config import PROFILES, load_profile, provenance
 from iusdiff.pipeline.runner import MANIFEST, Context, StageFailed, plan_pipeline, publish, run_pipeline, startup_checks, verify
@@ -123,6 +123,9 @@ def main(argv=None) -> int:
     except StageFailed as exc:
         print(f"run_all: {exc}; finished stages are kept, rerun to continue", file=sys.stderr)
         return exc.code
+    except Interrupted as exc:
+        print(f"interrupted: stopped {exc.stopped} running stage(s)", file=sys.stderr)
+        return 128 + exc.signum
     total = time.monotonic() - started
     write_json(
         out / "run.json",
@@ -152,4 +155,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main)  # SIGTERM and SIGHUP too: the running stages are stopped before their locks are released

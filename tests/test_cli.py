@@ -41,3 +41,19 @@ def test_an_os_error_without_an_errno_keeps_its_traceback():
 
     with pytest.raises(OSError, match="not from the operating system"):
         run(bug, [])
+
+
+def test_sigterm_unwinds_like_ctrl_c_so_atomic_writers_clean_up(capsys, tmp_path):
+    import signal
+
+    from iusdiff.io import atomic_path
+
+    def killed_while_writing(argv):
+        with atomic_path(tmp_path / "table.csv") as tmp:
+            tmp.write_text("half")
+            os.kill(os.getpid(), signal.SIGTERM)  # as the runner stopping its stages sends it
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_main(killed_while_writing, capsys) == (128 + signal.SIGTERM, ["interrupted"])
+    assert os.listdir(tmp_path) == []  # no temporary file left behind
+    assert signal.getsignal(signal.SIGTERM) is before

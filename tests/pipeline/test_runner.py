@@ -371,3 +371,88 @@ def test_launcher_applies_to_distributed_stages_only(tmp_path):
     assert stage_command(train, script, ["--x"], env) == ["accelerate", "launch", "--config_file", "cluster/accelerate_multigpu.yaml", str(script), "--x"]
     assert stage_command(table, script, [], env) == [sys.executable, str(script)]
     assert stage_command(train, script, [], {}) == [sys.executable, str(script)]
+
+
+SLOW = """
+import os, pathlib, signal, subprocess, sys, time
+how = sys.argv[1]
+helper = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                           "print(flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
+helper.stdout.readline()  # it ignores SIGTERM from here on
+
+
+def on_term(signum, frame):
+    if how == "stubborn":
+        return
+    time.sleep(0.3)  # cleaning up
+    pathlib.Path("cleaned").write_text("")
+    sys.exit(1)
+
+
+signal.signal(signal.SIGTERM, on_term)
+pathlib.Path("pids.tmp").write_text(f"{os.getpid()} {helper.pid}")
+os.replace("pids.tmp", "pids")
+time.sleep(60)
+"""
+
+# What run_all.py does around run_pipeline, with a toy stage (run_all's stage table is fixed).
+RUNNER = """
+import functools, sys
+from pathlib import Path
+from iusdiff.cli import interrupt_on_signals
+from iusdiff.errors import Interrupted
+from iusdiff.pipeline import runner
+from iusdiff.pipeline.stagehost import StageHost
+
+runner.StageHost = functools.partial(StageHost, preload=("json",))
+runner.STOP_GRACE_SECONDS = 1.0
+script, how, out, stage_host = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4] == "host"
+ctx = runner.Context(profile={"name": "toy"}, out=out, repo=out.parent, resect_root="", seg_root="")
+stages = [runner.Stage("slow", script, ("done.txt",), lambda ctx: [how], takes_settings=False)]
+interrupt_on_signals()
+try:
+    runner.run_pipeline(ctx, stages, log=lambda line: None, stage_host=stage_host)
+except Interrupted as exc:
+    print(f"interrupted: stopped {exc.stopped} running stage(s)", file=sys.stderr)
+    sys.exit(128 + exc.signum)
+"""
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (an orphan's zombie may wait for a lazy init)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.parametrize("how, stage_host", [("cleans_up", False), ("stubborn", False), ("cleans_up", True)])
+def test_sigterm_stops_the_running_stage_and_what_it_started_before_its_lock_is_released(tmp_path, how, stage_host):
+    import fcntl
+    import signal
+    import sys
+    import time
+
+    from iusdiff.pipeline.runner import script_env
+
+    (tmp_path / "slow.py").write_text(SLOW)
+    (tmp_path / "runner.py").write_text(RUNNER)
+    out = tmp_path / "out"
+    command = [sys.executable, str(tmp_path / "runner.py"), str(tmp_path / "slow.py"), how, str(out), "host" if stage_host else "own"]
+    process = subprocess.Popen(command, env=script_env(REPO), stderr=subprocess.PIPE, text=True)
+    while not (out / "pids").exists():
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.02)
+    stage, helper = map(int, (out / "pids").read_text().split())
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM and stderr.splitlines() == ["interrupted: stopped 1 running stage(s)"]
+    assert (out / "cleaned").exists() == (how == "cleans_up")  # the runner waited for the stage's own clean-up
+    assert not alive(stage)
+    for _ in range(100):  # SIGKILL is sent before the runner leaves; its delivery takes a moment
+        if not alive(helper):
+            break
+        time.sleep(0.02)
+    assert not alive(helper)
+    with open(out / ".stages" / ".slow.lock") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
