@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from iusdiff.cli import cases_argument, run, save_options
-from iusdiff.data.resect import load_case, mask_path, us_path
+from iusdiff.data.resect import check_case_files, load_case
 from iusdiff.data.slices import check_size, write_case_slices, write_manifest, write_splits
 from iusdiff.data.splits import CASES, check_cases, splits_for, validate_splits
 from iusdiff.io import atomic_dir
@@ -37,9 +37,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     check_size(args.size)
     args.cases = list(check_cases(args.cases))
-    for case in args.cases:  # fail on a missing file before any work
-        us_path(args.resect_root, case)
-        mask_path(args.seg_root, case)
+    for case in args.cases:  # fail on a missing, empty or truncated file before any work
+        check_case_files(args.resect_root, args.seg_root, case)
     splits = splits_for(args.cases)
     validate_splits(splits)
     records, vanished = [], {}

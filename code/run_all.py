@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from iusdiff import __version__
-from iusdiff.cli import run
-from iusdiff.errors import InputError
+from iusdiff.cli import positive_int, run
+from iusdiff.errors import InputError, Interrupted
 from iusdiff.io import write_json
 from iusdiff.pipeline.config import PROFILES, load_profile, provenance
 from iusdiff.pipeline.runner import MANIFEST, Context, StageFailed, plan_pipeline, publish, run_pipeline, startup_checks, verify
@@ -47,7 +47,7 @@ def parse_args(argv):
     parser.add_argument("--force", nargs="+", default=[], metavar="STAGE", help="rerun these stages even if up to date")
     parser.add_argument("--fold", type=int, help="run only the shared data stages and this fold's work (one of the profile's folds)")
     parser.add_argument("--stage", help="run only this stage (all its folds, or --fold's)")
-    parser.add_argument("--jobs", type=int, help="fold instances of a stage run side by side (default: CPU cores / the profile's threads; 1 without pinned threads)")
+    parser.add_argument("--jobs", type=positive_int, help="fold instances of a stage run side by side (default: CPU cores / the profile's threads; 1 without pinned threads)")
     parser.add_argument("--no-stage-host", dest="stage_host", action="store_false", help="start a fresh Python per stage "
                         "instead of forking stages from one process that has imported torch (iusdiff.pipeline.stagehost)")
     parser.add_argument("--verify", action="store_true", help="only re-check OUT/checksums.sha256 and name changed files")
@@ -123,6 +123,9 @@ def main(argv=None) -> int:
     except StageFailed as exc:
         print(f"run_all: {exc}; finished stages are kept, rerun to continue", file=sys.stderr)
         return exc.code
+    except Interrupted as exc:
+        print(f"interrupted: stopped {exc.stopped} running stage(s)", file=sys.stderr)
+        return 128 + exc.signum
     total = time.monotonic() - started
     write_json(
         out / "run.json",
@@ -152,4 +155,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main)  # SIGTERM and SIGHUP too: the running stages are stopped before their locks are released

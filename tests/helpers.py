@@ -4,13 +4,16 @@ tiny prepared-slices folders and generated sets, and tiny stand-ins of the outsi
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import hashlib
 import importlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -52,6 +55,45 @@ def start_script(script: str, *args) -> subprocess.Popen:
     """Start a script in the background (concurrent jobs); ``communicate()`` collects its output."""
     command, env = _script_command(script, args)
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# A read-only folder, for this process
+
+_READ_ONLY: list[str] = []
+_HOOKED: list[bool] = []
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_PATH_EVENTS = {"os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.chmod", "os.truncate", "os.utime", "os.symlink",
+                "os.link", "shutil.rmtree"}
+
+
+def _refuse_writes(event: str, args: tuple) -> None:
+    """Audit hook: a write to a path below a folder in ``_READ_ONLY`` fails as the kernel fails
+    it on a read-only mount (EROFS); every open(), os.open(), rename, mkdir, chmod, ... of this
+    process passes here."""
+    if not _READ_ONLY or not (event in _PATH_EVENTS or (event == "open" and args[2] & _WRITE_FLAGS)):
+        return
+    paths = args[:2] if event in ("os.rename", "os.symlink", "os.link") else args[:1]
+    for path in paths:
+        if isinstance(path, (str, bytes, os.PathLike)):
+            absolute = os.path.abspath(os.fsdecode(path))
+            if any(absolute == root or absolute.startswith(root + os.sep) for root in _READ_ONLY):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fsdecode(path))
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """Inside the block, ``folder`` is read-only for this process (not its children), as on a
+    read-only mount. ``chmod -R a-w`` cannot stand in: it does not stop root, as whom the tests
+    may run, and a mount needs privileges the tests may not have."""
+    if not _HOOKED:
+        sys.addaudithook(_refuse_writes)  # hooks cannot be removed: this one idles while the list is empty
+        _HOOKED.append(True)
+    _READ_ONLY.append(os.path.abspath(folder))
+    try:
+        yield
+    finally:
+        _READ_ONLY.pop()
 
 
 # ---------------------------------------------------------------------------------------------

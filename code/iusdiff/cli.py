@@ -1,19 +1,23 @@
 """Command-line plumbing shared by the scripts in ``code/``.
 
 Each script builds an argparse parser, does its work through the package, and is run via
-``run(main)``: input problems become one ``error: ...`` line and exit status 2, never a
-traceback, and the resolved options are saved next to the outputs.
+``run(main)``: input problems and operating-system trouble (a read-only or full disk) become
+one ``error: ...`` line and exit status 2, never a traceback, and the resolved options are saved
+next to the outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from iusdiff import __version__
-from iusdiff.errors import InputError
+from iusdiff.errors import InputError, Interrupted, describe_os_error
 from iusdiff.io import write_json
 
 
@@ -53,14 +57,52 @@ def save_options(path: str | Path, args: argparse.Namespace, **extra) -> None:
     write_json(path, {"options": options, "argv": argv, "iusdiff_version": __version__, **extra})
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def interrupt_on_signals() -> dict[int, Any]:
+    """Make SIGTERM (``kill``, a batch system's time limit, the runner stopping a stage) and
+    SIGHUP (a closed terminal) unwind like Ctrl-C, as Interrupted with the signal's number, so
+    that ``finally`` blocks run: atomic writers remove their temporary files, the runner stops
+    its stages before it releases their locks. Their default action ends the process on the
+    spot. A signal the caller ignores (``nohup``, a background job's SIGINT) stays ignored, and
+    a forked worker that inherits the handler does what it did before (dies quietly on SIGTERM).
+    Returns the previous handlers."""
+    owner = os.getpid()
+
+    def interrupt(signum: int, frame) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, previous[signum])
+            os.kill(os.getpid(), signum)
+            return
+        raise Interrupted(signum)
+
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, interrupt)
+    return previous
+
+
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
-    """Run a script's main(), turning InputError into one clear line and exit status 2."""
+    """Run a script's main(), turning InputError, and an operating system's error that no atomic
+    writer named already (``<file>: <reason>``), into one clear line and exit status 2, and a
+    stop signal into "interrupted" and 128 + its number."""
+    previous = interrupt_on_signals()
     try:
         status = main(argv)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except OSError as exc:
+        if exc.errno is None:  # not the operating system's: a bug, keep its traceback
+            raise
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + getattr(exc, "signum", signal.SIGINT))
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     sys.exit(status or 0)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from iusdiff.errors import InputError
+from iusdiff.errors import InputError, OutputError
 
 _CHUNK = 1 << 20
 
@@ -54,21 +54,56 @@ def visible_files(root: str | Path) -> list[str]:
     )
 
 
+def _written_file(exc: OSError, target: Path) -> Path:
+    """The file an OS error in an atomic write is about, as the user knows it: the target for a
+    write() error (it names no file) or one on a temporary sibling (``.<name>.*``) or inside it."""
+    if exc.filename is None:
+        return target
+    failed = Path(os.fsdecode(exc.filename))
+    for folder in (failed, *failed.parents):
+        if folder.parent == target.parent and folder.name.startswith(f".{target.name}."):
+            return target / failed.relative_to(folder)
+    return failed  # an input the block was reading, or a folder above the target
+
+
+@contextlib.contextmanager
+def _naming_os_errors(target: Path) -> Iterator[None]:
+    """Turn an operating-system error (read-only file system, full disk, no permission) raised
+    while writing ``target`` into an OutputError naming the file: a Python traceback ending in
+    ``OSError: [Errno 28] No space left on device`` says neither which output nor where."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:  # not the operating system's (PIL's UnidentifiedImageError, ...)
+            raise
+        raise OutputError(f"{_written_file(exc, target)}: {os.strerror(exc.errno)}") from exc
+
+
+def _normalise_modes(root: Path, umask: int) -> None:
+    """Give ``root`` (a file, or a folder and everything in it) the modes of any other output:
+    ``0o666 & ~umask`` for files, ``0o777 & ~umask`` for folders. mkstemp, mkdtemp and
+    safetensors (hence every diffusers ``save_pretrained``) create theirs 0600/0700."""
+    for entry in [root] if root.is_file() else [root, *root.rglob("*")]:
+        if not entry.is_symlink():
+            entry.chmod((0o777 if entry.is_dir() else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; on success it replaces ``path`` in one rename."""
+    """Yield a temporary sibling path; on success it replaces ``path`` in one rename. An OS error
+    on the way becomes an OutputError naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    tmp_path.chmod(0o666 & ~_umask())  # mkstemp's 0600 would leak into the final file
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with _naming_os_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            _normalise_modes(tmp_path, _umask())  # after the block: a writer may have replaced the file
+            os.replace(tmp_path, path)
+        finally:
+            tmp_path.unlink(missing_ok=True)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -87,23 +122,38 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary folder that replaces ``path`` only if the block succeeds."""
+    """Yield an empty temporary folder that replaces ``path`` only if the block succeeds, with
+    every file and folder in it at the usual modes. An OS error on the way becomes an
+    OutputError naming the file below ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    tmp.chmod(0o777 & ~_umask())
+    with _naming_os_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            yield tmp
+            _normalise_modes(tmp, _umask())
+            if path.exists():
+                trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, trash / "old")
+                os.replace(tmp, path)
+                shutil.rmtree(trash)
+            else:
+                os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+
+
+def writable_folder(path: Path) -> None:
+    """Create ``path`` if needed and check that it takes a new file, so that a run into a
+    read-only (or otherwise unwritable) folder fails at once, in one line, not at its first
+    lock or output."""
     try:
-        yield tmp
-        if path.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, trash / "old")
-            os.replace(tmp, path)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write to the output folder: {os.strerror(exc.errno)}") from exc
 
 
 def save_png(path: str | Path, array: np.ndarray) -> None:

@@ -93,6 +93,14 @@ def test_truncated_nifti(resect_tree, tmp_path):
     assert_clean_failure(prepare(resect, seg, out), out, "Case2", "cannot read US volume", str(path))
 
 
+def test_empty_nifti(resect_tree, tmp_path):
+    resect, seg = resect_tree
+    path = resect / "NIFTI" / "Case2" / "US" / "Case2-US-before.nii.gz"
+    path.write_bytes(b"")
+    out = tmp_path / "out"
+    assert_clean_failure(prepare(resect, seg, out), out, "Case2", "cannot read US volume", str(path), "Empty file")
+
+
 def test_garbage_file(resect_tree, tmp_path):
     resect, seg = resect_tree
     path = seg / "Case1" / "Case1-US-before-tumor.nii.gz"

@@ -14,7 +14,7 @@ from iusdiff.io import load_png
 from iusdiff.pipeline.config import load_profile
 from iusdiff.pipeline.stages import SAMPLES_DIR
 
-from helpers import run_script, start_script
+from helpers import blob_case, run_script, start_script, write_case
 
 
 pytestmark = pytest.mark.e2e
@@ -132,6 +132,18 @@ def test_paper_profile_without_data_fails_before_any_work(tmp_path):
     result = run_script("run_all.sh", "--profile", "paper", "--out", out, "--resect-root", tmp_path / "nope", "--seg-root", tmp_path / "nope2")
     assert result.returncode == 2
     assert "needs RESECT data" in result.stderr and "data/RESECT" in result.stderr
+    assert not out.exists()
+
+
+def test_check_opens_every_data_file_and_names_an_empty_one(tmp_path):
+    us, mask = blob_case()
+    _, mask_file = write_case(tmp_path, 1, us, mask)
+    mask_file.write_bytes(b"")  # existed, so the check passed it before it read headers
+    out = tmp_path / "paper"
+    result = run_script("run_all.sh", "--profile", "paper", "--check", "--out", out, "--resect-root", tmp_path / "RESECT",
+                        "--seg-root", tmp_path / "SEG")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: Case1: cannot read tumour mask {mask_file}: Empty file: '{mask_file}'"]
     assert not out.exists()
 
 

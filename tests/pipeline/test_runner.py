@@ -12,7 +12,7 @@ from iusdiff.errors import InputError
 from iusdiff.pipeline.runner import MANIFEST, Context, StageFailed, load_record, plan_pipeline, read_manifest, run_pipeline, verify
 from iusdiff.pipeline.runner import Stage as PipelineStage
 
-from helpers import REPO
+from helpers import REPO, read_only
 
 # Toy scripts take their settings as flags; the settings file route is tested on its own below.
 Stage = functools.partial(PipelineStage, takes_settings=False)
@@ -74,6 +74,42 @@ def test_edited_output_is_reported_by_verify_and_rebuilt_by_a_rerun(toy):
     assert verify(out) == []
     (out / "b" / "data.txt").unlink()
     assert verify(out) == ["missing: b/data.txt"]
+
+
+def test_a_finished_run_on_a_read_only_folder_can_be_verified_planned_and_listed(toy, capsys):
+    import run_all
+
+    out, run, runs = toy
+    run()
+    with read_only(out):
+        assert verify(out) == []
+        for option in ("--verify", "--plan", "--list"):
+            assert run_all.main(["--profile", "smoke", "--out", str(out), option]) == 0, option
+    assert "verify: " + str(out / MANIFEST) + ": all files match" in capsys.readouterr().out
+
+
+def test_a_run_into_a_read_only_folder_fails_at_once_in_one_line(toy, capsys):
+    import run_all
+
+    from iusdiff.cli import run as run_script_main
+
+    out, run, runs = toy
+    run()
+    with read_only(out), pytest.raises(SystemExit) as failed:
+        run_script_main(run_all.main, ["--profile", "smoke", "--out", str(out), "--stage", "phantom"])
+    assert failed.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {out}: cannot write to the output folder: Read-only file system"]
+
+
+@pytest.mark.parametrize("jobs", ["0", "-3", "two"])
+def test_jobs_must_be_a_positive_integer(jobs, capsys):
+    import run_all
+
+    with pytest.raises(SystemExit) as refused:
+        run_all.parse_args(["--jobs", jobs])
+    assert refused.value.code == 2
+    assert f"argument --jobs: expected a positive integer, got '{jobs}'" in capsys.readouterr().err
+    assert run_all.parse_args(["--jobs", "3"]).jobs == 3
 
 
 def test_changed_option_reruns_the_stage_and_its_dependents(toy):
@@ -373,3 +409,88 @@ def test_launcher_applies_to_distributed_stages_only(tmp_path):
     assert stage_command(train, script, ["--x"], env) == ["accelerate", "launch", "--config_file", "cluster/accelerate_multigpu.yaml", str(script), "--x"]
     assert stage_command(table, script, [], env) == [sys.executable, str(script)]
     assert stage_command(train, script, [], {}) == [sys.executable, str(script)]
+
+
+SLOW = """
+import os, pathlib, signal, subprocess, sys, time
+how = sys.argv[1]
+helper = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                           "print(flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
+helper.stdout.readline()  # it ignores SIGTERM from here on
+
+
+def on_term(signum, frame):
+    if how == "stubborn":
+        return
+    time.sleep(0.3)  # cleaning up
+    pathlib.Path("cleaned").write_text("")
+    sys.exit(1)
+
+
+signal.signal(signal.SIGTERM, on_term)
+pathlib.Path("pids.tmp").write_text(f"{os.getpid()} {helper.pid}")
+os.replace("pids.tmp", "pids")
+time.sleep(60)
+"""
+
+# What run_all.py does around run_pipeline, with a toy stage (run_all's stage table is fixed).
+RUNNER = """
+import functools, sys
+from pathlib import Path
+from iusdiff.cli import interrupt_on_signals
+from iusdiff.errors import Interrupted
+from iusdiff.pipeline import runner
+from iusdiff.pipeline.stagehost import StageHost
+
+runner.StageHost = functools.partial(StageHost, preload=("json",))
+runner.STOP_GRACE_SECONDS = 1.0
+script, how, out, stage_host = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4] == "host"
+ctx = runner.Context(profile={"name": "toy"}, out=out, repo=out.parent, resect_root="", seg_root="")
+stages = [runner.Stage("slow", script, ("done.txt",), lambda ctx: [how], takes_settings=False)]
+interrupt_on_signals()
+try:
+    runner.run_pipeline(ctx, stages, log=lambda line: None, stage_host=stage_host)
+except Interrupted as exc:
+    print(f"interrupted: stopped {exc.stopped} running stage(s)", file=sys.stderr)
+    sys.exit(128 + exc.signum)
+"""
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (an orphan's zombie may wait for a lazy init)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.parametrize("how, stage_host", [("cleans_up", False), ("stubborn", False), ("cleans_up", True)])
+def test_sigterm_stops_the_running_stage_and_what_it_started_before_its_lock_is_released(tmp_path, how, stage_host):
+    import fcntl
+    import signal
+    import sys
+    import time
+
+    from iusdiff.pipeline.runner import script_env
+
+    (tmp_path / "slow.py").write_text(SLOW)
+    (tmp_path / "runner.py").write_text(RUNNER)
+    out = tmp_path / "out"
+    command = [sys.executable, str(tmp_path / "runner.py"), str(tmp_path / "slow.py"), how, str(out), "host" if stage_host else "own"]
+    process = subprocess.Popen(command, env=script_env(REPO), stderr=subprocess.PIPE, text=True)
+    while not (out / "pids").exists():
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.02)
+    stage, helper = map(int, (out / "pids").read_text().split())
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM and stderr.splitlines() == ["interrupted: stopped 1 running stage(s)"]
+    assert (out / "cleaned").exists() == (how == "cleans_up")  # the runner waited for the stage's own clean-up
+    assert not alive(stage)
+    for _ in range(100):  # SIGKILL is sent before the runner leaves; its delivery takes a moment
+        if not alive(helper):
+            break
+        time.sleep(0.02)
+    assert not alive(helper)
+    with open(out / ".stages" / ".slow.lock") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

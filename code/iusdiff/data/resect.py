@@ -3,11 +3,14 @@
 Layouts accepted (the public downloads unchanged):
   US:   <root>/NIFTI/CaseN/US/CaseN-US-before.nii.gz   or   <root>/CaseN/US/CaseN-US-before.nii.gz
   mask: <seg>/CaseN/CaseN-US-before-tumor.nii.gz
-Every problem raises InputError naming the case and the file.
+Every problem raises InputError naming the case and the file. ``check_case_files`` finds the
+broken ones before any work without decoding voxels (see ``check_nifti``).
 """
 
 from __future__ import annotations
 
+import gzip
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,8 @@ from iusdiff.errors import InputError
 
 AFFINE_ATOL_MM = 1e-3
 ISOTROPY_RTOL = 1e-3
+# What nibabel, gzip and zlib raise on an unreadable, truncated or foreign file.
+READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError)
 
 
 @dataclass(frozen=True)
@@ -74,17 +79,59 @@ def mask_path(seg_root: str | Path, case: int) -> Path:
     return path
 
 
+def _check_volume_shape(shape: tuple[int, ...], case: int, what: str, path: Path) -> None:
+    if len(shape) != 3:
+        raise InputError(f"Case{case}: {what} {path} must be a 3-D volume, got shape {shape}")
+
+
 def _read_nifti(path: Path, case: int, what: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """Load voxels, affine and header spacing; any decoding failure names the file."""
     try:
         image = nib.load(str(path))
         data = np.asarray(image.dataobj)
-    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
+    except READ_ERRORS as exc:
         raise InputError(f"Case{case}: cannot read {what} {path}: {exc}") from None
     data = np.squeeze(data)
-    if data.ndim != 3:
-        raise InputError(f"Case{case}: {what} {path} must be a 3-D volume, got shape {data.shape}")
+    _check_volume_shape(data.shape, case, what, path)
     return data, np.asarray(image.affine, dtype=np.float64), _stored_spacing(path, type(image.header))
+
+
+def _decompressed_size(path: Path, expected: int) -> int:
+    """How many bytes a ``.nii.gz`` holds once decompressed: the count in its gzip trailer
+    (ISIZE, the length mod 2**32) when that agrees with ``expected``, else counted by
+    decompressing it all (a stream cut short then raises EOFError). A truncated file almost
+    never ends in the right count, so a sound file costs a 4-byte read, a suspect one a full one."""
+    with open(path, "rb") as handle:
+        handle.seek(-4, os.SEEK_END)
+        if int.from_bytes(handle.read(4), "little") == expected % 2**32:
+            return expected
+    size = 0
+    with gzip.open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            size += len(block)
+    return size
+
+
+def check_nifti(path: Path, case: int, what: str) -> None:
+    """Open a NIfTI file, read its header and shape, and check that all the voxels the header
+    describes are there, without decoding them: a 0-byte, truncated or foreign file fails before
+    any work, naming the file. (Corruption inside an intact-length file shows when the voxels are
+    read, by the gzip checksum, again naming the file.)"""
+    try:
+        voxels = nib.load(str(path)).dataobj
+        expected = int(voxels.offset) + int(np.prod(voxels.shape)) * voxels.dtype.itemsize
+        stored = _decompressed_size(path, expected)
+    except READ_ERRORS as exc:
+        raise InputError(f"Case{case}: cannot read {what} {path}: {exc}") from None
+    if stored < expected:
+        raise InputError(f"Case{case}: {what} {path} is truncated: it holds {stored} bytes, its header describes {expected}")
+    _check_volume_shape(tuple(n for n in voxels.shape if n != 1), case, what, path)
+
+
+def check_case_files(resect_root: str | Path, seg_root: str | Path, case: int) -> None:
+    """Before any work: a case's US volume and tumour mask exist, open, and hold every voxel."""
+    check_nifti(us_path(resect_root, case), case, "US volume")
+    check_nifti(mask_path(seg_root, case), case, "tumour mask")
 
 
 def _stored_spacing(path: Path, header_class) -> tuple[float, float, float]:

@@ -24,6 +24,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -33,8 +34,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from iusdiff.errors import InputError
-from iusdiff.io import sha256_file, visible_files, write_json, write_text
+from iusdiff.errors import InputError, Interrupted
+from iusdiff.io import sha256_file, visible_files, writable_folder, write_json, write_text
 from iusdiff.outputs.layout import FIGURES_DIR, MANIFEST, STATE_DIR, TABLES_DIR, fold_name, settings_file
 from iusdiff.pipeline.config import stage_settings, write_stage_settings
 from iusdiff.pipeline.digests import code_digest
@@ -227,11 +228,55 @@ def stage_command(stage: Stage, script: Path, argv: list[str], environ: dict[str
     return [*(launcher or [sys.executable]), str(script), *argv]
 
 
-def run_stage(
-    stage: Stage, ctx: Context, argv: list[str], workers: int = 1, host: StageHost | None = None, recompute: bool = False
-) -> float:
+STOP_GRACE_SECONDS = 10.0  # after a stop signal, how long stages may clean up before SIGKILL
+
+
+class StageGroups:
+    """The stage subprocesses running now, each the leader of its own process group, so that a
+    stop reaches a stage and whatever it started (spawned workers, a launcher's ranks) before the
+    runner releases the stage's lock. A group is signalled only while its leader is unreaped, so
+    its id cannot belong to anyone else yet."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._leaders: set[int] = set()
+        self._stopping: int | None = None
+
+    def start(self, command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+        """Start a stage in a process group of its own; none starts once the run is stopping."""
+        with self._lock:
+            if self._stopping is not None:
+                raise Interrupted(self._stopping)
+            process = subprocess.Popen(command, cwd=cwd, env=env, process_group=0)
+            self._leaders.add(process.pid)
+            return process
+
+    def wait(self, pid: int) -> tuple[int, int]:
+        """Wait for a stage to end; (exit status, peak resident KiB). When stopping, what it left
+        running in its group is killed before it is reaped."""
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        with self._lock:
+            self._leaders.discard(pid)
+            if self._stopping is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+        _, status, usage = os.wait4(pid, 0)
+        return os.waitstatus_to_exitcode(status), usage.ru_maxrss
+
+    def stop(self, signum: int) -> None:
+        """Hand ``signum`` to every running stage's group; no stage starts after this."""
+        with self._lock:
+            self._stopping = signum
+            for pid in self._leaders:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signum)
+
+
+def run_stage(stage: Stage, ctx: Context, argv: list[str], workers: int = 1, host: StageHost | None = None,
+              groups: StageGroups | None = None, recompute: bool = False) -> float:
     """Run a stage's script, forked from ``host`` when given and no launcher is set, else as a
-    subprocess; returns its peak resident memory in MiB (for bench/stages.py).
+    subprocess (tracked in ``groups``, for a stop); returns its peak resident memory in MiB (for
+    bench/stages.py).
 
     ``workers``: processes the stage may use for independent items (iusdiff.pipeline.workers);
     ``recompute``: the script may not skip work it finds finished (forced, or a file changed)."""
@@ -244,9 +289,9 @@ def run_stage(
     if host is not None and command[0] == sys.executable:
         code, maxrss_kib = host.run(script, argv, ctx.out, env)
     else:
-        with subprocess.Popen(command, cwd=ctx.out, env=env) as process:
-            _, status, usage = os.wait4(process.pid, 0)
-        code, maxrss_kib = os.waitstatus_to_exitcode(status), usage.ru_maxrss
+        groups = groups or StageGroups()
+        with groups.start(command, ctx.out, env) as process:
+            code, maxrss_kib = groups.wait(process.pid)
     if code != 0:
         raise StageFailed(stage.name, code)
     return maxrss_kib / 1024  # Linux reports KiB
@@ -270,6 +315,13 @@ class LazyHost:
                     self.log(f"stage host not used ({why}): every stage starts its own Python")
                     self.enabled = False
             return self.host
+
+    def stop(self, signum: int) -> None:
+        """Hand ``signum`` to the stages the host runs; no stage starts in it after this."""
+        with self.lock:
+            self.enabled = False
+            if self.host is not None:
+                self.host.stop(signum)
 
     def close(self) -> None:
         if self.host is not None:
@@ -335,17 +387,19 @@ def select(stages: Sequence[Stage], fold: int | None, only: str | None) -> list[
     return chosen
 
 
-def run_when_ready(stages: Sequence[Stage], run_one: Callable[[Stage], None], jobs: int) -> None:
+def run_when_ready(stages: Sequence[Stage], run_one: Callable[[Stage], None], jobs: int,
+                   stop: Callable[[int], None] = lambda signum: None) -> None:
     """Run each stage once the stages it reads (among ``stages``) have finished, up to ``jobs``
     at a time, in list order among the ready ones (``jobs`` = 1: exactly the list order).
 
     After a failure nothing new starts; the first error is raised once every running stage has
-    finished, so no output is left half-written.
+    finished, so no output is left half-written. A stop signal stops the running stages
+    (``stop``, see _stopping_on_interrupt).
     """
     names = {s.name for s in stages}
     pending, running, done = list(stages), {}, set()
     failure: BaseException | None = None
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, _stopping_on_interrupt(running, stop):
         while pending or running:
             for stage in list(pending) if failure is None else []:
                 if len(running) >= max(1, jobs):
@@ -364,6 +418,28 @@ def run_when_ready(stages: Sequence[Stage], run_one: Callable[[Stage], None], jo
                     done.add(stage.name)
     if failure is not None:
         raise failure
+
+
+@contextlib.contextmanager
+def _stopping_on_interrupt(running: dict[concurrent.futures.Future, Stage], stop: Callable[[int], None]) -> Iterator[None]:
+    """On a stop signal (KeyboardInterrupt, or Interrupted with its number): hand it to the
+    running stages (``stop``), SIGKILL what is left after STOP_GRACE_SECONDS (at once on a second
+    signal), and raise Interrupted once their threads have finished, so that each stage's lock is
+    released only after its processes are gone."""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        stopped = [future for future in running if not future.done()]
+        stop(signum)
+        try:
+            late = concurrent.futures.wait(stopped, timeout=STOP_GRACE_SECONDS).not_done
+        except KeyboardInterrupt:
+            late = set(stopped)
+        if late:
+            stop(signal.SIGKILL)
+        concurrent.futures.wait(stopped)
+        raise Interrupted(signum, stopped=len(stopped)) from None
 
 
 @contextlib.contextmanager
@@ -415,9 +491,10 @@ def _up_to_date(ctx: Context, stage: Stage, fp: str, force: Sequence[str]) -> tu
     return (record if record.get("fingerprint") == fp and not changed else None), changed
 
 
-def _execute(ctx: Context, stage: Stage, job: Job, workers: int, host: StageHost | None, recompute: bool) -> dict[str, Any]:
+def _execute(ctx: Context, stage: Stage, job: Job, workers: int, host: StageHost | None, groups: StageGroups,
+             recompute: bool) -> dict[str, Any]:
     started = time.monotonic()
-    peak_mib = run_stage(stage, ctx, job.argv, workers, host, recompute)
+    peak_mib = run_stage(stage, ctx, job.argv, workers, host, groups, recompute)
     seconds = time.monotonic() - started
     absent = [o for o in (*stage.outputs, *stage.volatile) if not (ctx.out / o).exists()]
     if absent:
@@ -476,7 +553,7 @@ def run_pipeline(
         raise InputError(f"--force: no stage named {', '.join(sorted(unknown))} in this profile")
     chosen = select(enabled, fold, only)
     startup_checks(ctx, enabled)
-    ctx.out.mkdir(parents=True, exist_ok=True)
+    writable_folder(ctx.out)
     records: dict[str, dict[str, Any]] = {}
     summary = Summary()
     width = max(len(s.name) for s in chosen)
@@ -504,16 +581,21 @@ def run_pipeline(
                 log(f"{prefix}  running: {stage.script} {' '.join(job.argv)}")
                 if job.settings_file:
                     write_stage_settings(ctx.out / job.settings_file, job.settings)
-                record = _execute(ctx, stage, job, jobs, host.get() if stage.uses_torch else None, recompute)
+                record = _execute(ctx, stage, job, jobs, host.get() if stage.uses_torch else None, groups, recompute)
                 summary.ran.append(stage.name)
                 summary.seconds[stage.name] = record["seconds"]
                 log(f"{prefix}  done in {record['seconds']:.1f} s ({len(record['files'])} files)")
         records[stage.name] = record
         refresh_manifest(ctx.out, enabled)
 
-    host = LazyHost(ctx, stage_host, log)
+    host, groups = LazyHost(ctx, stage_host, log), StageGroups()
+
+    def stop(signum: int) -> None:
+        groups.stop(signum)
+        host.stop(signum)
+
     try:
-        run_when_ready(chosen, run_one, jobs)
+        run_when_ready(chosen, run_one, jobs, stop)
     finally:
         host.close()
     summary.files = refresh_manifest(ctx.out, enabled)

@@ -12,12 +12,16 @@ used for stages that run under a multi-process launcher.
 Protocol, one JSON object per line on two pipes: the runner sends ``{"id", "script", "argv",
 "cwd", "env"}``; the host answers ``{"ready", "cuda"}`` once after its imports, then
 ``{"id", "status", "maxrss_kib"}`` per finished stage (``status`` as ``subprocess`` reports it:
-the exit code, or minus the signal number).
+the exit code, or minus the signal number). ``{"stop": signum}`` from the runner (it was
+interrupted) hands the signal to every running stage, each in its own process group so that
+what it started gets it too, and refuses later requests; once a stage has ended, whatever it
+left running in its group is killed before the stage is reaped.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import gc
 import importlib
 import json
@@ -96,6 +100,13 @@ class StageHost:
         reply = future.result()
         return (-1, 0) if reply is None else (reply["status"], reply["maxrss_kib"])
 
+    def stop(self, signum: int) -> None:
+        """Hand ``signum`` to every stage the host is running; it starts none after this."""
+        with self._lock:
+            if not self._gone:
+                with contextlib.suppress(BrokenPipeError, ValueError):  # gone, or closed already
+                    self._writer.write(json.dumps({"stop": signum}) + "\n")
+
     def close(self) -> None:
         """Stop the host (closing its request pipe ends it once its children have finished)."""
         self._writer.close()
@@ -107,6 +118,7 @@ class StageHost:
 def _child(request: dict, requests: int, reply, interrupt) -> int:
     """Become the stage: what ``python script argv`` in ``cwd`` with ``env`` would have been. An
     exception or ``sys.exit`` leaves through the interpreter, which reports it as Python would."""
+    os.setpgid(0, 0)  # its own process group, which a stop signal reaches as a whole
     signal.signal(signal.SIGINT, interrupt)
     os.close(requests)
     reply.close()
@@ -146,7 +158,7 @@ def serve() -> int:
 
     reply = os.fdopen(replies, "w", buffering=1)
     reply.write(json.dumps({"ready": True, "cuda": torch.cuda.is_available()}) + "\n")
-    pending, buffer, open_requests = {}, b"", True
+    pending, buffer, open_requests, stopping = {}, b"", True, None
     while open_requests or pending:
         readable, _, _ = select.select([requests] if open_requests else [], [], [], POLL_SECONDS)
         if readable:
@@ -156,15 +168,33 @@ def serve() -> int:
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 request = json.loads(line)
-                sys.stdout.flush()
-                sys.stderr.flush()
-                pid = os.fork()
-                if pid == 0:
-                    return _child(request, requests, reply, interrupt)
-                pending[pid] = request["id"]
+                if "stop" in request:
+                    stopping = request["stop"]
+                    _signal_groups(pending, stopping)
+                elif stopping is not None:
+                    reply.write(json.dumps({"id": request["id"], "status": -stopping, "maxrss_kib": 0}) + "\n")
+                else:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    pid = os.fork()
+                    if pid == 0:
+                        return _child(request, requests, reply, interrupt)
+                    with contextlib.suppress(OSError):  # the child does it too; whichever comes first
+                        os.setpgid(pid, pid)
+                    pending[pid] = request["id"]
         while pending:
-            pid, wait_status, usage = os.wait4(-1, os.WNOHANG)
-            if pid == 0:
+            ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            if ended is None:
                 break
+            if stopping is not None:  # unreaped, its group id is still its own
+                _signal_groups([ended.si_pid], signal.SIGKILL)
+            pid, wait_status, usage = os.wait4(ended.si_pid, 0)
             reply.write(json.dumps({"id": pending.pop(pid), "status": os.waitstatus_to_exitcode(wait_status), "maxrss_kib": usage.ru_maxrss}) + "\n")
     return 0
+
+
+def _signal_groups(leaders, signum: int) -> None:
+    """Send ``signum`` to the process group of each stage in ``leaders`` (it and what it started)."""
+    for pid in leaders:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signum)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from iusdiff.data.resect import mask_path, us_path
+from iusdiff.data.resect import check_case_files
 from iusdiff.errors import InputError
 from iusdiff.outputs.layout import (
     BASE_DIR,
@@ -61,7 +61,8 @@ def data_roots(profile: dict, out_phantom: str = PHANTOM_DIR) -> tuple[str, str]
 
 
 def check_real_data(ctx: Context) -> str | None:
-    """Before any work: every case's US volume and mask must be where the profile says."""
+    """Before any work: every case's US volume and mask must be where the profile says, open,
+    and hold all their voxels (iusdiff.data.resect.check_nifti)."""
     if is_phantom(ctx):
         return None
     where = (
@@ -73,8 +74,7 @@ def check_real_data(ctx: Context) -> str | None:
         if not Path(root).is_dir():
             raise InputError(f"profile '{ctx.profile['name']}' needs RESECT data: {root} does not exist; {where}")
     for case in ctx.profile["cases"]:
-        us_path(ctx.resect_root, case)
-        mask_path(ctx.seg_root, case)
+        check_case_files(ctx.resect_root, ctx.seg_root, case)
     return f"RESECT data: {len(ctx.profile['cases'])} cases in {ctx.resect_root} and {ctx.seg_root}"
 
 
