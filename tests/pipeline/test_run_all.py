@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.io import load_png
 from iusdiff.pipeline.config import load_profile
-from iusdiff.pipeline.stages import SAMPLES_DIR
+from iusdiff.pipeline.runner import expand
+from iusdiff.pipeline.stages import SAMPLES_DIR, STAGES
 
 from helpers import blob_case, run_script, start_script, write_case
 
@@ -106,25 +108,69 @@ def test_smoke_profile_end_to_end_rerun_and_verify(smoke_run, tmp_path):
     (out / target).write_bytes(original)  # the run is shared with other tests
     assert failed.returncode == 1 and f"changed: {target}" in failed.stdout
 
-    # Scale-out: folds 1 and 2 as two concurrent jobs sharing another folder (as on a cluster).
-    # Each runs the shared data stages (once, under a lock) and its fold's instances; together
-    # their manifest holds exactly the single-process run's checksums of those stages. (The
-    # final merge run is tested on a toy pipeline in test_runner.py; here it would repeat
-    # folds 3-5 for minutes.)
-    other = tmp_path / "fold_jobs"
+    other = check_fold_jobs(out, tmp_path / "fold_jobs")
+    check_tampered_outputs_are_restored(other)
+
+
+def without_fold_work(out, copy):
+    """A copy of a finished run without any per-fold stage instance (records and outputs): the
+    state a cluster's fold jobs start from once the shared stages have run."""
+    shutil.copytree(out, copy, symlinks=True)
+    by_name = {stage.name: stage for stage in expand(STAGES, load_profile("smoke")["folds"])}
+    for record in (copy / ".stages").glob("*@fold*.json"):
+        for output in by_name[record.stem].outputs:
+            shutil.rmtree(copy / output)
+        record.unlink()
+    return copy
+
+
+def check_fold_jobs(out, other):
+    """Scale-out: folds 1 and 2 as two concurrent jobs in another folder (as on a cluster), each
+    running its fold's instances; their checksums equal the single-process run's, and a final
+    full run there finds nothing to do (the merge). The shared stages under a lock and the merge
+    of folds are tested on a toy pipeline in test_runner.py."""
+    other = without_fold_work(out, other)
     jobs = [start_script("run_all.sh", "--profile", "smoke", "--out", other, "--fold", k) for k in (1, 2)]
     for job in jobs:
         stdout, stderr = job.communicate()
         assert job.returncode == 0, stdout + stderr
-    ran = {p.stem for p in (other / ".stages").glob("*.json")}
-    assert {"slices", "sample@fold1", "sample@fold2", "sample_pix2pix@fold2"} <= ran
-    assert not any(name.endswith(("@fold3", "@fold4", "@fold5")) for name in ran) and "downstream" not in ran
-    expected = {
-        f"{digest}  {path}"
-        for name in ran
-        for path, digest in json.loads((out / ".stages" / f"{name}.json").read_text())["files"].items()
+    ran = {p.stem for p in (other / ".stages").glob("*@fold*.json")}
+    assert {"sample@fold1", "sample@fold2", "sample_pix2pix@fold2"} <= ran
+    for name in ran:
+        assert json.loads((other / ".stages" / f"{name}.json").read_text())["files"] == \
+            json.loads((out / ".stages" / f"{name}.json").read_text())["files"], name
+    merge = run_script("run_all.sh", "--profile", "smoke", "--out", other)
+    assert merge.returncode == 0 and "0 stage(s) ran" in merge.stdout, merge.stdout + merge.stderr
+    assert (other / "checksums.sha256").read_text() == (out / "checksums.sha256").read_text()
+    return other
+
+
+def flip_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-200 if len(data) > 200 else -1] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def check_tampered_outputs_are_restored(out):
+    """One changed file of each kind (model weights, a sample, a prediction, a slice, a metric
+    CSV): --verify names each, a plain rerun restores the clean manifest exactly, --verify passes."""
+    clean = (out / "checksums.sha256").read_text()
+    tampered = {
+        "models/vae_image/fold1/model/diffusion_pytorch_model.safetensors": flip_byte,
+        "samples/proposed/fold1/images/00000.png": flip_byte,
+        next(p.relative_to(out).as_posix() for p in sorted((out / "downstream" / "predictions").rglob("*.png"))):
+            lambda path: path.write_bytes(b"\0" * path.stat().st_size),
+        next(p.relative_to(out).as_posix() for p in sorted((out / "slices" / "images").glob("*.png"))): flip_byte,
+        "metrics/masks/fold1.csv": lambda path: path.write_text(path.read_text().replace("0.", "1.", 1)),
     }
-    assert set((other / "checksums.sha256").read_text().splitlines()) == expected
+    for rel, tamper in tampered.items():
+        tamper(out / rel)
+    verify = run_script("run_all.sh", "--profile", "smoke", "--out", out, "--verify")
+    assert verify.returncode == 1 and all(f"changed: {rel}" in verify.stdout for rel in tampered), verify.stdout
+    rerun = run_script("run_all.sh", "--profile", "smoke", "--out", out)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert (out / "checksums.sha256").read_text() == clean
+    assert run_script("run_all.sh", "--profile", "smoke", "--out", out, "--verify").returncode == 0
 
 
 def test_paper_profile_without_data_fails_before_any_work(tmp_path):
