@@ -65,7 +65,7 @@ def main() -> None:
                 train_key, _ = timed(rows, f"train {entry.name} ({trainer})", len(entry.train), "cases",
                                      lambda: ds.train_entry(entry, work, trainer, "cpu", 0, key), rate=False)
                 timed(rows, f"predict {entry.name} ({trainer})", len(study.test), "images",
-                      lambda: ds.predict_entry(entry, study, work, trainer, "cpu", train_key))
+                      lambda: ds.predict_entry(entry, study, work, "cpu", train_key))
     print("| phase | size | seconds | rate |\n|---|---|---|---|")
     for phase, size, seconds, rate in rows:
         print(f"| {phase} | {size} | {seconds:.1f} | {rate} |")

@@ -77,7 +77,7 @@ def run_fold(out: Path, fold: int, models: list[str], images: int, ceiling: bool
     held_out = np.stack([dataset.image(r) for r in dataset.select(fold, "val") + dataset.select(fold, "test")])
     subjects = np.array([r.subject for r in train.records])
     found = standin_model(out / "downstream", fold)
-    segmenter = NnUNetSegmenter(*found, mirroring=False) if not isinstance(found, str) else None
+    segmenter = NnUNetSegmenter(found, mirroring=False) if not isinstance(found, str) else None
 
     def row(name: str, generated: np.ndarray, masks: np.ndarray | None = None) -> dict:
         quality = image_quality(real_features, features_for_images(list(generated), cache, extractor))

@@ -60,7 +60,7 @@ def run_fold(out: Path, fold: int, samplers: list[tuple[str, int]], images: int,
     extractor = InceptionFeatures(device="cpu", progress=False)
     real_features = extractor(real.images[spaced_subset(len(real.images), images)])
     found = standin_model(out / "downstream", fold)
-    segmenter = NnUNetSegmenter(*found, mirroring=False) if not isinstance(found, str) else None
+    segmenter = NnUNetSegmenter(found, mirroring=False) if not isinstance(found, str) else None
     rows = []
     for name, steps in samplers:
         started = time.perf_counter()

@@ -11,10 +11,12 @@ options given here override them.
 --samples holds synthetic pairs in the sample contract (fold{K}/manifest.csv, images/, masks/;
 code/sample.py, or code/make_standin_samples.py --copies 3 as a stand-in) with at least
 max(R)·N_real non-empty pairs per fold. Writes OUT/nnunet/ (nnU-Net's raw, preprocessed and
-results folders), OUT/logs/, OUT/entries.csv ((fold, R) -> nnU-Net fold), OUT/predictions/,
+results folders), OUT/logs/, OUT/entries.csv ((fold, R) -> nnU-Net fold), OUT/models/ (each trained
+entry as safetensors weights, plans and their sha256), OUT/predictions/,
 OUT/per_image.csv (fold, R, case, dice, hd95), OUT/summary.json, FIG_DIR/fig9.{png,pdf},
-TABLE_DIR/fig9.{csv,md,tex} and, with --results, the report's long-format numbers. Finished
-trainings are skipped on a rerun; changed inputs redo what depends on them.
+TABLE_DIR/fig9.{csv,md,tex} and, with --results, the report's long-format numbers. On a rerun a
+finished training is skipped while its export matches its recorded sha256, and predictions are
+kept while every PNG does; changed inputs redo what depends on them.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ def run_entry(job: EntryJob) -> tuple[str, dict]:
     started = time.monotonic()
     train_key, trained = train_entry(job.entry, job.work, job.trainer, job.device, job.seed, job.preprocess_key)
     middle = time.monotonic()
-    predicted = predict_entry(job.entry, job.study, job.work, job.trainer, job.device, train_key)
+    predicted = predict_entry(job.entry, job.study, job.work, job.device, train_key)
     ended = time.monotonic()
     done = f"trained in {middle - started:.1f} s" if trained else "already trained"
     done += f", predicted in {ended - middle:.1f} s" if predicted else ", predictions up to date"

@@ -147,7 +147,7 @@ def fold_segmenter(kind: str, args: argparse.Namespace, fold: int, cfg: dict) ->
     if isinstance(found, str):
         return None, found
     with captured_output(args.logs / f"nnunet_{fold_name(fold)}.txt"):
-        segmenter = NnUNetSegmenter(*found, device=args.device, mirroring=cfg["standin_mirroring"])
+        segmenter = NnUNetSegmenter(found, device=args.device, mirroring=cfg["standin_mirroring"])
     return segmenter, STANDIN_SEGMENTER
 
 

@@ -184,6 +184,7 @@ def test_smoke_run_trains_predicts_and_reports(study):
     assert (out / "entries.csv").read_text().splitlines()[1:] == [f"{r},1,{r},{n_train},{r * n_train},{len(splits[0]['val'])}" for r in ratios]
     results = out / "nnunet" / "nnUNet_results" / ds.DATASET_NAME / "nnUNetTrainer_iusdiffSmoke__nnUNetPlans__2d"
     assert all((results / f"fold_{r}" / "checkpoint_final.pth").is_file() for r in ratios)
+    assert all((out / "models" / f"fold1_R{r}" / "model.safetensors").is_file() for r in ratios)
     n_test = len(load_dataset(root / "slices").select(1, "test"))
     rows = ds.read_per_image(out / "per_image.csv")
     assert len(rows) == len(ratios) * n_test and {(r["fold"], r["R"]) for r in rows} == {(1, r) for r in ratios}
@@ -202,9 +203,13 @@ def test_smoke_run_trains_predicts_and_reports(study):
     assert rerun_stdout.count("already trained, predictions up to date") == len(ratios)  # rerun: finished entries skipped
 
 
-def test_fold_predictor_gives_the_stock_predictors_logits_loading_weights_once(study, monkeypatch):
+def test_exported_model_gives_the_stock_predictors_logits_loading_weights_once(study, monkeypatch):
+    """The predictor built from models/fold1_R1 (safetensors, no pickle) against nnU-Net's stock
+    predictor on the checkpoint of the same training (nnU-Net fold 1)."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from iusdiff.evaluation.nnunet_model import model_predictor
 
     root, _ = study
     work = ds.Workspace(root / "downstream")
@@ -213,7 +218,7 @@ def test_fold_predictor_gives_the_stock_predictors_logits_loading_weights_once(s
     stock = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True, perform_everything_on_device=False,
                             device=torch.device("cpu"), verbose=False, allow_tqdm=False)
     stock.initialize_from_trained_model_folder(str(results), (1,), "checkpoint_final.pth")
-    ours = ds.fold_predictor(results, 1, "cpu")
+    ours = model_predictor(work.model("fold1_R1"), "cpu")
     loads = []
     monkeypatch.setattr(ours.network, "load_state_dict", lambda *a, **k: loads.append(1))
     for image in sorted((work.raw / "imagesTs").glob("*.png"))[:3]:
@@ -242,6 +247,8 @@ def test_cpu_training_is_repeatable(study, tmp_path, monkeypatch):
     theirs = torch.load(source.results(trainer) / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert ours["network_weights"].keys() == theirs["network_weights"].keys()
     assert all(torch.equal(ours["network_weights"][k], theirs["network_weights"][k]) for k in ours["network_weights"])
+    for name in ("model.safetensors", "plans.json", "dataset.json"):  # and the same exported bytes
+        assert (work.model(entry.name) / name).read_bytes() == (source.model(entry.name) / name).read_bytes(), name
 
 
 # ---------------------------------------------------------------------------------------------

@@ -123,6 +123,23 @@ def test_cache_hit_returns_identical_array_without_recomputing(
         fid.features_for_images(images[:2], tmp_path, _MustNotRun(extractor.identity))
 
 
+def test_a_changed_cache_file_is_recomputed_not_trusted(
+    extractor: fid.InceptionFeatures, images: np.ndarray, tmp_path: Path
+) -> None:
+    first = fid.features_for_images(images, tmp_path, extractor)
+    (cached,) = tmp_path.glob("*.npy")
+    data = bytearray(cached.read_bytes())
+    data[-1] ^= 0x01  # one bit of the last feature value
+    cached.write_bytes(bytes(data))
+    with pytest.raises(AssertionError, match="cache miss"):
+        fid.features_for_images(images, tmp_path, _MustNotRun(extractor.identity))
+    assert not cached.exists()  # the changed file was dropped
+    np.testing.assert_array_equal(fid.features_for_images(images, tmp_path, extractor), first)
+    (restored,) = tmp_path.glob("*.npy")
+    assert restored.name == cached.name  # the same bytes again, under the same name
+    np.testing.assert_array_equal(fid.features_for_images(images, tmp_path, _MustNotRun(extractor.identity)), first)
+
+
 def test_paths_are_read_and_keyed_by_pixels(
     extractor: fid.InceptionFeatures, images: np.ndarray, tmp_path: Path
 ) -> None:

@@ -175,15 +175,12 @@ def test_medsam_segmenter_adapter_on_a_tiny_random_sam(tmp_path):
 
 
 def test_standin_model_is_found_by_fold_and_r0_or_says_why(tmp_path):
-    assert "has not run" in standin_model(tmp_path / "downstream", 1)
-    results = tmp_path / "downstream" / "nnunet" / "nnUNet_results" / "Dataset901_IUS" / "T__nnUNetPlans__2d"
-    for index, (fold, ratio) in enumerate(((1, 0), (1, 1), (2, 0))):
-        folder = results / f"fold_{index}"
-        write_json(folder / "iusdiff_entry.json", {"fold": fold, "R": ratio, "finished": True})
-        if fold == 1:
-            (folder / "checkpoint_final.pth").write_bytes(b"")
-    assert standin_model(tmp_path / "downstream", 1) == (results, 0)
-    assert "no finished R = 0 nnU-Net for fold 2" in standin_model(tmp_path / "downstream", 2)
+    downstream = tmp_path / "downstream"
+    assert "has not run" in standin_model(downstream, 1)
+    for name in ("fold1_R0", "fold1_R1", "fold2_R1"):
+        write_json(downstream / "models" / name / "model.json", {})
+    assert standin_model(downstream, 1) == downstream / "models" / "fold1_R0"
+    assert "no R = 0 nnU-Net for fold 2" in standin_model(downstream, 2)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,11 @@ sets are nested.
 
 nnU-Net's folders are set inside the output folder, never in the user's home. Every step records
 a digest of its inputs, so a rerun skips finished work and redoes whatever its inputs changed.
+Each trained entry is exported to ``models/<entry>/`` (safetensors weights, plans, a record of
+their sha256; :mod:`iusdiff.evaluation.nnunet_model`), and prediction loads that export, never
+nnU-Net's pickled checkpoint. Whether finished work is kept is decided by content: an entry is
+retrained unless its export matches its record, and predictions are made again unless every PNG
+matches the sha256 recorded when it was written.
 """
 
 from __future__ import annotations
@@ -44,6 +49,16 @@ from matplotlib.figure import Figure
 from iusdiff.data.slices import SliceDataset, SliceRecord
 from iusdiff.errors import InputError
 from iusdiff.evaluation.metrics import dice, hd95, summarise
+from iusdiff.evaluation.nnunet_model import (
+    MODEL_FILE,
+    changed_file,
+    export_model,
+    file_digests,
+    is_current,
+    model_predictor,
+    read_record,
+    verified_record,
+)
 from iusdiff.evaluation.stats import friedman_test, pairwise_wilcoxon, rank_ready, stars
 from iusdiff.io import atomic_dir, atomic_path, load_mask_png, load_png, save_png, sha256_file, write_json, write_text
 from iusdiff.outputs.layout import fold_dir, fold_name
@@ -60,6 +75,11 @@ PLANS = "nnUNetPlans"
 FILE_ENDING = ".png"
 TRAINERS_DIR = Path(__file__).resolve().parent / "nnunet_trainers"
 METRICS = ("dice", "hd95")
+
+
+def entry_name(fold: int, ratio: int) -> str:
+    """The name of the (fold, R) entry's folders: ``fold1_R0``."""
+    return f"{fold_name(fold)}_R{ratio}"
 
 
 def real_case_id(record: SliceRecord) -> str:
@@ -128,7 +148,7 @@ class Entry:
 
     @property
     def name(self) -> str:
-        return f"{fold_name(self.fold)}_R{self.ratio}"
+        return entry_name(self.fold, self.ratio)
 
 
 @dataclass(frozen=True)
@@ -266,6 +286,10 @@ class Workspace:
     def predictions(self, entry: Entry) -> Path:
         return self.root / "predictions" / entry.name
 
+    def model(self, name: str) -> Path:
+        """The exported model of the entry ``name`` (checksummed with the stage's outputs)."""
+        return self.root / "models" / name
+
 
 def set_nnunet_environment(work: Workspace, workers: int) -> None:
     """Point nnU-Net at the output folder and at our trainers, before nnU-Net reads them."""
@@ -332,13 +356,6 @@ def captured_output(log: Path) -> Iterator[None]:
             os.close(saved[1])
 
 
-def read_record(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def key_of(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -385,10 +402,19 @@ def verify_raw_dataset(work: Workspace, workers: int) -> None:
         raise InputError(f"{work.raw}: nnU-Net's dataset integrity check failed: {detail} (full output: {log})") from None
 
 
-def plan_and_preprocess(work: Workspace, raw_digest: str, workers: int) -> str:
-    """Integrity check, fingerprint, plans and ``2d`` preprocessing, once per raw dataset."""
+def nnunet_plan_and_preprocess(work: Workspace, workers: int) -> None:
+    """nnU-Net's fingerprint, plans and ``2d`` preprocessing of the raw dataset, without its
+    integrity check (the tests' tiny dataset skips it: each step spawns worker processes)."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
 
+    with captured_output(work.logs / "plan_and_preprocess.txt"):
+        extract_fingerprints([DATASET_ID], num_processes=workers, check_dataset_integrity=False, clean=True, verbose=False)
+        plan_experiments([DATASET_ID])
+        preprocess([DATASET_ID], PLANS, (CONFIGURATION,), (workers,), verbose=False)
+
+
+def plan_and_preprocess(work: Workspace, raw_digest: str, workers: int) -> str:
+    """Integrity check, fingerprint, plans and ``2d`` preprocessing, once per raw dataset."""
     key = key_of({"raw": raw_digest, "nnunetv2": importlib.metadata.version("nnunetv2"), "configuration": CONFIGURATION})
     record = read_record(work.state / "preprocess.json")
     if record is not None and record.get("key") == key and (work.preprocessed / f"{PLANS}.json").is_file():
@@ -396,10 +422,7 @@ def plan_and_preprocess(work: Workspace, raw_digest: str, workers: int) -> str:
     if work.preprocessed.exists():
         shutil.rmtree(work.preprocessed)
     verify_raw_dataset(work, workers)
-    with captured_output(work.logs / "plan_and_preprocess.txt"):
-        extract_fingerprints([DATASET_ID], num_processes=workers, check_dataset_integrity=False, clean=True, verbose=False)
-        plan_experiments([DATASET_ID])
-        preprocess([DATASET_ID], PLANS, (CONFIGURATION,), (workers,), verbose=False)
+    nnunet_plan_and_preprocess(work, workers)
     write_json(work.state / "preprocess.json", {"key": key})
     return key
 
@@ -446,10 +469,13 @@ def trainers_digest() -> str:
 def train_entry(
     entry: Entry, work: Workspace, trainer: str, device: str, seed: int, preprocess_key: str
 ) -> tuple[str, bool]:
-    """Train one entry with nnU-Net's ``run_training``; return its key and whether it ran.
+    """Train one entry with nnU-Net's ``run_training`` and export its model; return its key and
+    whether it ran.
 
-    A finished training with the same inputs is skipped; an interrupted one continues from
-    nnU-Net's latest checkpoint (``--c``); a folder left by other inputs is removed first.
+    Skipped only when the entry's export is that of the same inputs with every file as exported.
+    An interrupted training continues from nnU-Net's latest checkpoint (``--c``); any other folder
+    (other inputs, or a finished training whose export is missing or changed) is removed and the
+    entry trained again, seeded as before (on a CPU that gives the same weights).
     """
     import torch
     from nnunetv2.run.run_training import run_training
@@ -457,11 +483,11 @@ def train_entry(
     folder = work.results(trainer) / f"fold_{entry.index}"
     key = key_of({"preprocess": preprocess_key, "trainer": trainer, "trainers_source": trainers_digest(), "seed": seed,
                   "train": entry.train, "val": entry.val})
-    record = read_record(folder / "iusdiff_entry.json")
-    same = record is not None and record.get("key") == key
-    if same and record.get("finished") and (folder / "checkpoint_final.pth").is_file():
+    if is_current(work.model(entry.name), key):
         return key, False
-    if not same:
+    record = read_record(folder / "iusdiff_entry.json")
+    interrupted = record is not None and record.get("key") == key and not record.get("finished")
+    if not interrupted:
         shutil.rmtree(folder, ignore_errors=True)
     started = {"key": key, "fold": entry.fold, "R": entry.ratio, "trainer": trainer, "seed": seed, "device": device}
     write_json(folder / "iusdiff_entry.json", {**started, "finished": False})
@@ -469,53 +495,40 @@ def train_entry(
     with captured_output(work.logs / f"train_{entry.name}.txt"), augmentation_in_process(device):
         run_training(
             DATASET_NAME, CONFIGURATION, entry.index, trainer_class_name=trainer, plans_identifier=PLANS,
-            continue_training=same, device=torch.device(device),
+            continue_training=interrupted, device=torch.device(device),
         )
+        export_model(folder, work.model(entry.name), key, {"entry": entry.name, "fold": entry.fold, "R": entry.ratio})
     write_json(folder / "iusdiff_entry.json", {**started, "finished": True})
     return key, True
 
 
-def fold_predictor(results: Path, fold: int, device: str, mirroring: bool = True):
-    """nnU-Net's predictor of one trained fold (sliding window, Gaussian weighting), with that
-    fold's weights loaded into the network once.
-
-    ``nnUNetPredictor`` reloads every fold's state dict before each image so that it can ensemble
-    folds; with one fold that reload is the same weights again, and on a CPU it was 30% of the
-    stand-in segmenter's time per 64 px image. Everything else is nnU-Net's own code, so the
-    logits are the same bits (tests/evaluation/test_downstream.py checks it against the stock predictor)."""
-    import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-    class OneFoldPredictor(nnUNetPredictor):
-        @torch.inference_mode()
-        def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
-            return self.predict_sliding_window_return_logits(data).to("cpu")
-
-    predictor = OneFoldPredictor(
-        tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring, perform_everything_on_device=device != "cpu",
-        device=torch.device(device), verbose=False, verbose_preprocessing=False, allow_tqdm=False,
-    )
-    predictor.initialize_from_trained_model_folder(str(results), (fold,), "checkpoint_final.pth")
-    (weights,) = predictor.list_of_parameters
-    getattr(predictor.network, "_orig_mod", predictor.network).load_state_dict(weights)
-    return predictor
-
-
-def predict_entry(entry: Entry, study: Study, work: Workspace, trainer: str, device: str, train_key: str) -> bool:
-    """Segment the test images with the entry's final checkpoint as {0,1} PNGs; return whether it ran
-    (predictions of the same training are kept)."""
-    target = work.predictions(entry)
+def predictions_current(target: Path, made_by: dict, names: Sequence[str]) -> bool:
+    """Whether ``target`` holds the predictions ``names`` of the model ``made_by`` describes, each
+    PNG with the sha256 recorded when it was written."""
     record = read_record(target / "prediction.json")
-    if record is not None and record.get("train_key") == train_key:
+    if record is None or any(record.get(field) != value for field, value in made_by.items()):
+        return False
+    digests = record.get("sha256")
+    return isinstance(digests, dict) and set(digests) == set(names) and changed_file(target, digests) is None
+
+
+def predict_entry(entry: Entry, study: Study, work: Workspace, device: str, train_key: str) -> bool:
+    """Segment the test images with the entry's exported model as {0,1} PNGs; return whether it ran.
+
+    Predictions are kept when their record names this training and these weights and every PNG
+    is as written; a changed or missing PNG makes them all again."""
+    target, model = work.predictions(entry), work.model(entry.name)
+    made_by = {"train_key": train_key, "model_sha256": verified_record(model)["sha256"][MODEL_FILE]}
+    names = [f"{pair.case_id}{FILE_ENDING}" for pair in study.test]
+    if predictions_current(target, made_by, names):
         return False
     inputs = [[str(work.raw / "imagesTs" / f"{pair.case_id}_0000{FILE_ENDING}")] for pair in study.test]
     with captured_output(work.logs / f"predict_{entry.name}.txt"):
-        predictor = fold_predictor(work.results(trainer), entry.index, device)
-        segmentations = predictor.predict_from_files_sequential(inputs, None)
+        segmentations = model_predictor(model, device).predict_from_files_sequential(inputs, None)
     with atomic_dir(target) as tmp:
-        for pair, seg in zip(study.test, segmentations, strict=True):
-            save_png(tmp / f"{pair.case_id}{FILE_ENDING}", np.asarray(seg).reshape(seg.shape[-2:]).astype(np.uint8))
-        write_json(tmp / "prediction.json", {"train_key": train_key, "fold": entry.fold, "R": entry.ratio})
+        for name, seg in zip(names, segmentations, strict=True):
+            save_png(tmp / name, np.asarray(seg).reshape(seg.shape[-2:]).astype(np.uint8))
+        write_json(tmp / "prediction.json", {**made_by, "fold": entry.fold, "R": entry.ratio, "sha256": file_digests(tmp, names)})
     return True
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import io
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from iusdiff.errors import InputError
-from iusdiff.io import atomic_path, sha256_file
+from iusdiff.io import sha256_bytes, sha256_file, write_bytes
 from iusdiff.weights import torch_hub_dir
 
 FEATURE_DIM = 2048
@@ -286,24 +287,44 @@ def images_digest(images: Sequence[np.ndarray], identity: str) -> str:
     return digest.hexdigest()
 
 
+def _cached_features(cache_dir: Path, key: str) -> np.ndarray | None:
+    """The features cached under ``key``, from a file whose bytes still have the sha256 in its
+    name; a file whose bytes changed is deleted, not trusted."""
+    for path in cache_dir.glob(f"{key}.*.npy"):
+        data = path.read_bytes()
+        if sha256_bytes(data) == path.name.split(".")[1]:
+            return np.load(io.BytesIO(data))
+        path.unlink(missing_ok=True)
+    return None
+
+
+def _store_features(cache_dir: Path, key: str, features: np.ndarray) -> None:
+    """Write ``<key>.<sha256 of the file>.npy`` atomically."""
+    buffer = io.BytesIO()
+    np.save(buffer, features)
+    data = buffer.getvalue()
+    write_bytes(cache_dir / f"{key}.{sha256_bytes(data)}.npy", data)
+
+
 def features_for_images(
     images_or_paths: np.ndarray | Sequence[ImageInput],
     cache_dir: str | Path,
     extractor: InceptionFeatures | None = None,
 ) -> np.ndarray:
-    """Features of a whole image set, cached as ``<cache_dir>/<sha256>.npy``.
+    """Features of a whole image set, cached as ``<cache_dir>/<key>.<sha256>.npy``.
 
     The key covers the decoded pixels (not file names or PNG metadata) and the extractor's
     identity (weights hash, preprocessing), so a fold's real set is encoded once and a change of
-    weights can never return stale features. The file is written atomically.
+    weights can never return stale features. The sha256 of the file's own bytes is in its name:
+    a cache file changed after it was written is recomputed (hashing costs milliseconds, the
+    features seconds). The file is written atomically.
     """
     extractor = extractor or InceptionFeatures()
     images = as_image_list(images_or_paths)
-    path = Path(cache_dir) / f"{images_digest(images, extractor.identity)}.npy"
-    if path.is_file():
-        return np.load(path)
+    key = images_digest(images, extractor.identity)
+    cached = _cached_features(Path(cache_dir), key)
+    if cached is not None:
+        return cached
     features = extractor(images)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, features)
+    _store_features(Path(cache_dir), key, features)
     return features

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from iusdiff.errors import InputError
-from iusdiff.evaluation.downstream import TRAINERS_DIR, fold_predictor
+from iusdiff.evaluation.downstream import TRAINERS_DIR, Workspace, entry_name
+from iusdiff.evaluation.nnunet_model import RECORD_FILE, model_predictor
 from iusdiff.evaluation.metrics import dice, fid_from_features, hd95, kid_from_features, summarise
 from iusdiff.evaluation.stats import PairwiseResult, friedman_test, pairwise_ranksums, pairwise_wilcoxon, rank_ready
 from iusdiff.io import atomic_path
@@ -217,31 +218,26 @@ def summarise_fidelity(rows: Sequence[Fidelity]) -> dict[str, float | int]:
 # Stand-in segmenter: the downstream study's R = 0 nnU-Net of the fold
 
 
-def standin_model(downstream: Path, fold: int) -> tuple[Path, int] | str:
-    """(nnU-Net results folder, nnU-Net fold) of the fold's finished R = 0 training, or why none.
-
-    Entries are found through the ``iusdiff_entry.json`` that downstream.train_entry writes into
-    each nnU-Net fold folder.
-    """
-    results = downstream / "nnunet" / "nnUNet_results"
-    if not results.is_dir():
-        return f"no nnU-Net results in {results} (the downstream stage has not run)"
-    for record_path in sorted(results.glob("*/*__*__2d/fold_*/iusdiff_entry.json")):
-        record = json.loads(record_path.read_text())
-        folder = record_path.parent
-        if record.get("fold") == fold and record.get("R") == 0 and record.get("finished") and (folder / "checkpoint_final.pth").is_file():
-            return folder.parent, int(folder.name.removeprefix("fold_"))
-    return f"no finished R = 0 nnU-Net for fold {fold} in {results} (the profile's downstream study does not train it)"
+def standin_model(downstream: Path, fold: int) -> Path | str:
+    """The exported model of the fold's R = 0 nnU-Net (``downstream.train_entry`` writes it when
+    the training finished), or why there is none. Its files are checked when it is loaded."""
+    folder = Workspace(downstream).model(entry_name(fold, 0))
+    if (folder / RECORD_FILE).is_file():
+        return folder
+    if not folder.parent.is_dir():
+        return f"no nnU-Net models in {folder.parent} (the downstream stage has not run)"
+    return f"no R = 0 nnU-Net for fold {fold} in {folder.parent} (the profile's downstream study does not train it)"
 
 
 class NnUNetSegmenter:
-    """Segments one uint8 image with a trained nnU-Net ``2d`` fold, as downstream.predict_entry
+    """Segments one uint8 image with an exported nnU-Net ``2d`` fold, as downstream.predict_entry
     does (sliding window, Gaussian weighting; mirroring is optional because it quadruples the CPU
-    time); the conditioning mask is not used."""
+    time); the conditioning mask is not used. A model whose files differ from the sha256 recorded
+    at export is refused (InputError naming the file)."""
 
-    def __init__(self, results: Path, nnunet_fold: int, device: str = "cpu", mirroring: bool = True) -> None:
+    def __init__(self, model: Path, device: str = "cpu", mirroring: bool = True) -> None:
         os.environ["nnUNet_extTrainer"] = str(TRAINERS_DIR)  # iusdiff's short trainers, before nnU-Net looks
-        self.predictor = fold_predictor(results, nnunet_fold, device, mirroring)
+        self.predictor = model_predictor(model, device, mirroring)
 
     def __call__(self, image: np.ndarray, condition: np.ndarray) -> np.ndarray:
         # NaturalImage2DIO's layout: (channels, 1, H, W) float32 with a dummy spacing.

@@ -331,7 +331,7 @@ BASE_MASK_OUTPUTS = _in_base(MASK_VAE_DIR, MASK_UNET_DIR, BASE_MASK_RECORD)
 TABLE1_OUTPUTS = (*table_files("table1"), result_file("table1"))
 MASK_METRICS_OUTPUTS = (*table_files("table3", "table4"), *figure_files("fig4", "fig6"), metrics_dir("masks"), result_file("table3_4"))
 DOWNSTREAM_OUTPUTS = (
-    *(f"{DOWNSTREAM_DIR}/{name}" for name in ("entries.csv", "per_image.csv", "summary.json", OPTIONS, "predictions")),
+    *(f"{DOWNSTREAM_DIR}/{name}" for name in ("entries.csv", "per_image.csv", "summary.json", OPTIONS, "predictions", "models")),
     f"{DOWNSTREAM_DIR}/nnunet/nnUNet_preprocessed/Dataset901_IUS/splits_final.json",
     *figure_files("fig9"), *table_files("fig9"), result_file("fig9"),
 )
