@@ -20,6 +20,10 @@ from iusdiff import __version__
 from iusdiff.errors import InputError, Interrupted, describe_os_error
 from iusdiff.io import write_json
 
+# Set by the stage runner when it reruns a stage that was forced or one of whose files changed:
+# the script may believe none of its own records of finished work (iusdiff.pipeline.runs.completed).
+RECOMPUTE_ENV = "IUSDIFF_RECOMPUTE"
+
 
 def parse_cases(text: str) -> list[int]:
     """'1,2,5-8' or '1 2 5' -> [1, 2, 5, 6, 7, 8]."""

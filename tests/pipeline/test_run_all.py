@@ -152,8 +152,9 @@ def flip_byte(path):
 
 
 def check_tampered_outputs_are_restored(out):
-    """One changed file of each kind (model weights, a sample, a prediction, a slice, a metric
-    CSV): --verify names each, a plain rerun restores the clean manifest exactly, --verify passes."""
+    """One changed file of each kind (model weights, a sample, a prediction, a slice, a metric CSV,
+    an nnU-Net model): --verify names each, a plain rerun restores the clean manifest exactly,
+    --verify passes."""
     clean = (out / "checksums.sha256").read_text()
     tampered = {
         "models/vae_image/fold1/model/diffusion_pytorch_model.safetensors": flip_byte,
@@ -162,6 +163,7 @@ def check_tampered_outputs_are_restored(out):
             lambda path: path.write_bytes(b"\0" * path.stat().st_size),
         next(p.relative_to(out).as_posix() for p in sorted((out / "slices" / "images").glob("*.png"))): flip_byte,
         "metrics/masks/fold1.csv": lambda path: path.write_text(path.read_text().replace("0.", "1.", 1)),
+        "downstream/models/fold1_R1/model.safetensors": flip_byte,  # an nnU-Net of the downstream study
     }
     for rel, tamper in tampered.items():
         tamper(out / rel)

@@ -10,7 +10,7 @@ import pytest
 from iusdiff.errors import InputError
 from iusdiff.pipeline.config import load_profile, stage_settings, write_stage_settings
 from iusdiff.pipeline.runs import completed, pretrained_identity, save_completion, settings, training_config
-from iusdiff.pipeline.workers import RECOMPUTE_ENV
+from iusdiff.cli import RECOMPUTE_ENV
 
 
 def _args(**kw) -> argparse.Namespace:

@@ -34,13 +34,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from iusdiff.cli import RECOMPUTE_ENV
 from iusdiff.errors import InputError, Interrupted
 from iusdiff.io import sha256_file, visible_files, writable_folder, write_json, write_text
 from iusdiff.outputs.layout import FIGURES_DIR, MANIFEST, STATE_DIR, TABLES_DIR, fold_name, settings_file
 from iusdiff.pipeline.config import stage_settings, write_stage_settings
 from iusdiff.pipeline.digests import code_digest
 from iusdiff.pipeline.stagehost import HostUnavailable, StageHost
-from iusdiff.pipeline.workers import RECOMPUTE_ENV, WORKERS_ENV
+from iusdiff.pipeline.workers import WORKERS_ENV
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import iusdiff
-from iusdiff.cli import parse_cases, save_options
+from iusdiff.cli import RECOMPUTE_ENV, parse_cases, save_options
 from iusdiff.data.slices import SliceDataset, load_dataset
 from iusdiff.errors import InputError
 from iusdiff.io import sha256_file, visible_files
 from iusdiff.outputs.layout import OPTIONS
 from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
 from iusdiff.pipeline.digests import code_digest
-from iusdiff.pipeline.workers import RECOMPUTE_ENV
 from iusdiff.weights import TEXT_FILE, TEXT_SUBFOLDERS, resolve_pretrained
 
 

@@ -15,9 +15,6 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 WORKERS_ENV = "IUSDIFF_WORKERS"
-# The runner's other word to a stage: recompute what you would skip as finished (it was forced,
-# or one of its files changed). Read by iusdiff.pipeline.runs.completed.
-RECOMPUTE_ENV = "IUSDIFF_RECOMPUTE"
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
