@@ -221,15 +221,24 @@ def test_exported_model_gives_the_stock_predictors_logits_loading_weights_once(s
     ours = model_predictor(work.model("fold1_R1"), "cpu")
     loads = []
     monkeypatch.setattr(ours.network, "load_state_dict", lambda *a, **k: loads.append(1))
-    for image in sorted((work.raw / "imagesTs").glob("*.png"))[:3]:
-        data = torch.from_numpy(load_png(image).astype(np.float32)[None, None] / 255.0)
-        assert torch.equal(ours.predict_logits_from_preprocessed_data(data), stock.predict_logits_from_preprocessed_data(data))
+    # One thread, as the pipeline predicts (ds.limit_cpu_threads): the stock predictor caps its
+    # threads at nnU-Net's default process count, which an earlier test may have fixed at 1.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for image in sorted((work.raw / "imagesTs").glob("*.png"))[:3]:
+            data = torch.from_numpy(load_png(image).astype(np.float32)[None, None] / 255.0)
+            assert torch.equal(ours.predict_logits_from_preprocessed_data(data), stock.predict_logits_from_preprocessed_data(data))
+    finally:
+        torch.set_num_threads(threads)
     assert not loads
 
 
 def test_cpu_training_is_repeatable(study, tmp_path, monkeypatch):
     """Same entry, same seed, fresh results folder: identical weights (in-process data augmentation)."""
     import torch
+
+    from iusdiff.evaluation.nnunet_model import read_checkpoint
 
     root, _ = study
     source = ds.Workspace(root / "downstream")
@@ -243,8 +252,8 @@ def test_cpu_training_is_repeatable(study, tmp_path, monkeypatch):
     entry = ds.Entry(0, 1, 0, tuple(splits[0]["train"]), tuple(splits[0]["val"]))
     trainer = "nnUNetTrainer_iusdiffSmoke"
     ds.train_entry(entry, work, trainer, "cpu", seed=0, preprocess_key="k")
-    ours = torch.load(work.results(trainer) / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    theirs = torch.load(source.results(trainer) / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    ours = read_checkpoint(work.results(trainer) / "fold_0" / "checkpoint_final.pth")
+    theirs = read_checkpoint(source.results(trainer) / "fold_0" / "checkpoint_final.pth")
     assert ours["network_weights"].keys() == theirs["network_weights"].keys()
     assert all(torch.equal(ours["network_weights"][k], theirs["network_weights"][k]) for k in ours["network_weights"])
     for name in ("model.safetensors", "plans.json", "dataset.json"):  # and the same exported bytes
