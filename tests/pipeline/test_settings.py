@@ -24,6 +24,10 @@ FORMERLY_IMPLICIT = {
 # Top-level keys new to the schema; unused where they did not exist (phantom profiles ignore the
 # RESECT roots; ``threads = 0`` is the paper profile's "not pinned", formerly an absent key).
 NEW_TOP = {"base", "folds", "resect_root", "seg_root", "stable_diffusion", "threads"}
+# Values changed on purpose since the settings route, each with its reason.
+CHANGED_SINCE = {
+    "smoke:evaluate_images.fid_max_images: 20 -> 10",  # the suite's time (Inception at ~10 images/s)
+}
 
 
 def _compare(old: dict, new: dict, where: str, new_keys: set[str] = frozenset()) -> list[str]:
@@ -59,7 +63,7 @@ def test_every_value_resolves_as_before_the_settings_route(name):
     problems += _compare(old_top, new_top, f"{name}:top", NEW_TOP)
     for section in ("phantom", "corpus", "augmentation", "downstream", "evaluate_images"):
         problems += _compare(before["profile"].get(section, {}), profile.get(section, {}), f"{name}:{section}")
-    assert not problems, "\n".join(problems)
+    assert not [p for p in problems if p not in CHANGED_SINCE], "\n".join(problems)
     assert set(profile) - NEW_TOP == set(before["profile"]) - NEW_TOP
 
 
