@@ -147,3 +147,16 @@ def test_training_is_skipped_only_for_an_unchanged_export(tiny, tmp_path, monkey
     flip_last_byte(weights)
     assert ds.train_entry(tiny.entry, work, TRAINER, "cpu", 0, tiny.preprocess_key) == (tiny.key, True)
     assert weights.read_bytes() == original  # trained again from the same seed
+
+
+def test_an_interrupted_training_resumes_only_from_a_checkpoint_with_its_recorded_digest(tiny, tmp_path):
+    """nnU-Net resumes by unpickling its checkpoint: our trainers record its sha256 beside it, and
+    a changed or unrecorded checkpoint is trained again instead of loaded."""
+    folder = shutil.copytree(tiny.work.results(TRAINER) / f"fold_{tiny.entry.index}", tmp_path / "fold")
+    checkpoint = folder / "checkpoint_final.pth"
+    assert (folder / "checkpoint_final.pth.sha256").is_file() and ds.resumable(folder)
+    flip_last_byte(checkpoint)
+    assert not ds.resumable(folder)
+    flip_last_byte(checkpoint)
+    (folder / "checkpoint_final.pth.sha256").unlink()
+    assert not ds.resumable(folder)

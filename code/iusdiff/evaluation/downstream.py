@@ -467,6 +467,17 @@ def trainers_digest() -> str:
     return sha256_file(iusdiff_short.__file__)
 
 
+def resumable(folder: Path) -> bool:
+    """Whether the checkpoint nnU-Net would resume from in ``folder`` (final, else latest; it
+    unpickles it) still has the sha256 our trainers recorded beside it when they wrote it."""
+    for name in ("checkpoint_final.pth", "checkpoint_latest.pth"):
+        path = folder / name
+        if path.is_file():
+            recorded = path.with_name(f"{name}.sha256")
+            return recorded.is_file() and recorded.read_text().strip() == sha256_file(path)
+    return False
+
+
 def train_entry(
     entry: Entry, work: Workspace, trainer: str, device: str, seed: int, preprocess_key: str
 ) -> tuple[str, bool]:
@@ -474,9 +485,10 @@ def train_entry(
     whether it ran.
 
     Skipped only when the entry's export is that of the same inputs with every file as exported.
-    An interrupted training continues from nnU-Net's latest checkpoint (``--c``); any other folder
-    (other inputs, or a finished training whose export is missing or changed) is removed and the
-    entry trained again, seeded as before (on a CPU that gives the same weights).
+    An interrupted training continues from nnU-Net's latest checkpoint (``--c``) if that still has
+    the sha256 recorded when it was written (nnU-Net unpickles it); any other folder (other
+    inputs, a changed checkpoint, or a finished training whose export is missing or changed) is
+    removed and the entry trained again, seeded as before (on a CPU that gives the same weights).
     """
     import torch
     from nnunetv2.run.run_training import run_training
@@ -488,6 +500,9 @@ def train_entry(
         return key, False
     record = read_record(folder / "iusdiff_entry.json")
     interrupted = record is not None and record.get("key") == key and not record.get("finished")
+    if interrupted and not resumable(folder):
+        print(f"downstream: {entry.name}: nnU-Net's checkpoint in {folder} no longer matches its recorded sha256; training again")
+        interrupted = False
     if not interrupted:
         shutil.rmtree(folder, ignore_errors=True)
     started = {"key": key, "fold": entry.fold, "R": entry.ratio, "trainer": trainer, "seed": seed, "device": device}

@@ -14,13 +14,16 @@ poly learning-rate schedule) is kept; only the budget shrinks:
 * no final sliding-window validation export: the study evaluates on the test images, and that
   export starts a pool of spawned worker processes costing more than the training itself;
 * no ``checkpoint_best.pth``: the study predicts with ``checkpoint_final.pth`` (nnU-Net's
-  prediction default), and each 60 MB copy of the planned network would double the disk use.
+  prediction default), and each 60 MB copy of the planned network would double the disk use;
+* every checkpoint gets a ``<name>.sha256`` beside it once written: nnU-Net resumes by unpickling
+  the checkpoint, which iusdiff allows only for a file that still has that digest.
 
 This module imports nothing from ``iusdiff`` because nnU-Net imports it as a top-level module.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import torch
@@ -51,8 +54,15 @@ class nnUNetTrainer_iusdiffDefault(nnUNetTrainer):
         self.print_to_log_file("iusdiff short trainer: final validation export skipped (the study predicts the test set)")
 
     def save_checkpoint(self, filename: str) -> None:
-        if os.path.basename(filename) != "checkpoint_best.pth":
-            super().save_checkpoint(filename)
+        if os.path.basename(filename) == "checkpoint_best.pth":
+            return
+        super().save_checkpoint(filename)
+        if self.local_rank == 0:
+            with open(filename, "rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            with open(f"{filename}.sha256.tmp", "w") as handle:
+                handle.write(digest + "\n")
+            os.replace(f"{filename}.sha256.tmp", f"{filename}.sha256")
 
 
 class nnUNetTrainer_iusdiffSmoke(nnUNetTrainer_iusdiffDefault):
