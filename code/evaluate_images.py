@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from iusdiff.cli import cases_argument, positive_int, run, save_options
+from iusdiff.cli import cases_argument, positive_int, progress, run, save_options
 from iusdiff.data.slices import SliceDataset, load_dataset
 from iusdiff.errors import InputError
 from iusdiff.evaluation.downstream import captured_output, limit_cpu_threads, restore_matplotlib_defaults
@@ -161,7 +160,7 @@ def segment_set(segmenter: Segmenter, model: ModelInput, samples: list[Sample], 
                 label: str) -> list[Fidelity]:
     """Segment every generated image, save the predictions and the per-image CSV."""
     root, out, scores = fold_dir(model.root, fold), fold_dir(args.metrics / model.name, fold), []
-    for sample in tqdm(samples, desc=f"{model.name} fold {fold}: segment", unit="image", leave=False):
+    for sample in progress(samples, desc=f"{model.name} fold {fold}: segment", unit="image", leave=False):
         condition = load_mask_png(root / sample.mask)
         prediction = segmenter(load_png(root / sample.image), condition)
         save_png(out / "pred" / f"{sample.index:05d}.png", prediction)

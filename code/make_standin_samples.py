@@ -13,10 +13,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from iusdiff.baselines.perturb import STANDIN_LABEL, perturb_pair
-from iusdiff.cli import cases_argument, run, save_options
+from iusdiff.cli import cases_argument, progress, run, save_options
 from iusdiff.data.slices import load_dataset
 from iusdiff.io import atomic_dir, save_png
 from iusdiff.outputs.layout import fold_dir
@@ -41,7 +40,7 @@ def main(argv=None) -> int:
             records = dataset.select(fold, "train")
             target = fold_dir(tmp, fold)
             samples = []
-            for index in tqdm(range(args.copies * len(records)), desc=f"stand-in fold {fold}", unit="pair"):
+            for index in progress(range(args.copies * len(records)), desc=f"stand-in fold {fold}", unit="pair"):
                 record = records[index % len(records)]
                 seed = int(np.random.SeedSequence([args.seed, fold, index]).generate_state(1)[0])
                 image, mask = perturb_pair(dataset.image(record), dataset.mask(record), np.random.default_rng(seed))

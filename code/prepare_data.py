@@ -14,9 +14,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from tqdm import tqdm
-
-from iusdiff.cli import cases_argument, run, save_options
+from iusdiff.cli import cases_argument, progress, run, save_options
 from iusdiff.data.resect import check_case_files, load_case
 from iusdiff.data.slices import check_size, write_case_slices, write_manifest, write_splits
 from iusdiff.data.splits import CASES, check_cases, splits_for, validate_splits
@@ -43,7 +41,7 @@ def main(argv=None) -> int:
     validate_splits(splits)
     records, vanished = [], {}
     with atomic_dir(args.out) as tmp:
-        for case in tqdm(args.cases, desc="slices", unit="case"):
+        for case in progress(args.cases, desc="slices", unit="case"):
             case_records, case_vanished = write_case_slices(load_case(args.resect_root, args.seg_root, case), tmp, args.size)
             records.extend(case_records)
             if case_vanished:

@@ -16,9 +16,8 @@ import csv
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from iusdiff.cli import cases_argument, run, save_options
+from iusdiff.cli import cases_argument, progress, run, save_options
 from iusdiff.evaluation.medsam import load_medsam, segment
 from iusdiff.evaluation.metrics import dice, hd95
 from iusdiff.io import atomic_path, load_mask_png, load_png, save_png
@@ -44,7 +43,7 @@ def main(argv=None) -> int:
     model = load_medsam(args.medsam_checkpoint, device=args.device)
     for fold, samples in manifests.items():
         root, rows = fold_dir(args.samples, fold), []
-        for sample in tqdm(samples, desc=f"MedSAM fold {fold}", unit="image"):
+        for sample in progress(samples, desc=f"MedSAM fold {fold}", unit="image"):
             condition = load_mask_png(root / sample.mask)
             prediction = segment(model, load_png(root / sample.image), condition)
             save_png(fold_dir(args.out, fold) / "pred" / f"{sample.index:05d}.png", prediction)

@@ -57,3 +57,18 @@ def test_sigterm_unwinds_like_ctrl_c_so_atomic_writers_clean_up(capsys, tmp_path
     assert run_main(killed_while_writing, capsys) == (128 + signal.SIGTERM, ["interrupted"])
     assert os.listdir(tmp_path) == []  # no temporary file left behind
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_progress_in_a_log_is_a_line_per_tenth_never_a_redraw(capsys):
+    from iusdiff.cli import LineProgress, progress
+
+    bar = progress(total=25, desc="sample fold 1", unit="pair")  # pytest's stderr is no terminal
+    assert isinstance(bar, LineProgress)
+    for _ in range(25):
+        bar.update()
+    bar.close()
+    assert list(progress(range(3), desc="slices", unit="case")) == [0, 1, 2]
+    lines = capsys.readouterr().err.splitlines()
+    assert "\r" not in "".join(lines) and len(lines) == 10 + 3
+    assert lines[0].startswith("sample fold 1: 3/25 pair") and lines[9].startswith("sample fold 1: 25/25 pair, ")
+    assert lines[9].endswith("pair/s") and lines[-1].startswith("slices: 3/3 case")

@@ -12,9 +12,12 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from iusdiff import __version__
 from iusdiff.errors import InputError, Interrupted, describe_os_error
@@ -48,6 +51,54 @@ def positive_int(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
     return int(value)
+
+
+class LineProgress:
+    """Progress for a log file: one line each time another tenth is done, and at the end, never a
+    redraw (two stages' bars redrawing into ``make repro > log`` wrote megabytes). The subset of
+    tqdm's interface the scripts use: iteration, ``update``, ``set_postfix``, ``close``."""
+
+    def __init__(self, iterable: Iterable | None, total: int | None, desc: str, unit: str, initial: int = 0) -> None:
+        self.iterable, self.desc, self.unit, self.n, self.postfix = iterable, desc, unit, initial, ""
+        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.started, self.start_n, self.shown = time.monotonic(), initial, self._tenth()
+
+    def _tenth(self) -> int:
+        return 10 * self.n // self.total if self.total else 0
+
+    def _line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        rate = f", {(self.n - self.start_n) / elapsed:.2f} {self.unit}/s" if elapsed > 0 and self.n > self.start_n else ""
+        done = f"{self.n}/{self.total}" if self.total else str(self.n)
+        return f"{self.desc}: {done} {self.unit}{rate}{self.postfix}"
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.total and self._tenth() > self.shown:
+            self.shown = self._tenth()
+            print(self._line(), file=sys.stderr, flush=True)
+
+    def set_postfix(self, values: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.postfix = "".join(f", {k}={v}" for k, v in {**(values or {}), **kwargs}.items())
+
+    def close(self) -> None:
+        if not self.total or self.shown < 10:
+            print(self._line(), file=sys.stderr, flush=True)
+            self.shown = 10
+
+    def __iter__(self) -> Iterator:
+        for item in self.iterable:
+            yield item
+            self.update()
+        self.close()
+
+
+def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
+             initial: int = 0, disable: bool = False, leave: bool = True) -> tqdm | LineProgress:
+    """A progress bar on a terminal (tqdm), single lines at every tenth in a log."""
+    if disable or sys.stderr.isatty():
+        return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, disable=disable, leave=leave)
+    return LineProgress(iterable, total, desc, unit, initial)
 
 
 def save_options(path: str | Path, args: argparse.Namespace, **extra) -> None:

@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tqdm import tqdm
-
+from iusdiff.cli import progress
 from iusdiff.data.phantom import generate_case
 from iusdiff.data.resect import CaseVolumes
 from iusdiff.data.slices import SliceRecord, write_case_slices
@@ -68,9 +67,9 @@ def write_corpus(out: Path, cases: Sequence[int], seed: int, scale: float, size:
     """All subjects' slices below ``out`` (in parallel processes when asked), in case order."""
     jobs = [(out, case, seed, scale, size) for case in cases]
     if workers <= 1:
-        per_case = [write_corpus_case(*job) for job in tqdm(jobs, desc="corpus", unit="subject")]
+        per_case = [write_corpus_case(*job) for job in progress(jobs, desc="corpus", unit="subject")]
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(write_corpus_case, *job) for job in jobs]
-            per_case = [f.result() for f in tqdm(futures, desc="corpus", unit="subject")]
+            per_case = [f.result() for f in progress(futures, desc="corpus", unit="subject")]
     return [record for records in per_case for record in records]

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
+from iusdiff.cli import progress
 from iusdiff.data.resect import mask_relpath, save_nifti, us_relpath
 from iusdiff.data.slices import peak_slice, slice_2d
 from iusdiff.data.splits import check_cases
@@ -247,7 +247,7 @@ def write_phantom(root: Path, cases, seed: int, scale: float, workers: int = 1) 
     cases = check_cases(cases)
     jobs = [(root, case, seed, scale) for case in cases]
     if workers <= 1:
-        return [write_case(*job) for job in tqdm(jobs, desc="phantom", unit="case")]
+        return [write_case(*job) for job in progress(jobs, desc="phantom", unit="case")]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(write_case, *job) for job in jobs]
-        return [f.result() for f in tqdm(futures, desc="phantom", unit="case")]
+        return [f.result() for f in progress(futures, desc="phantom", unit="case")]

@@ -42,8 +42,8 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from iusdiff.cli import progress
 from iusdiff.errors import InputError
 from iusdiff.io import sha256_bytes, sha256_file, write_bytes
 from iusdiff.weights import torch_hub_dir
@@ -271,7 +271,7 @@ class InceptionFeatures:
         model = self._network()
         out = np.empty((len(items), FEATURE_DIM), dtype=np.float32)
         starts = range(0, len(items), self.batch_size)
-        for start in tqdm(starts, desc="inception features", unit="batch", disable=not self.progress):
+        for start in progress(starts, desc="inception features", unit="batch", disable=not self.progress):
             batch = self.preprocess(items[start : start + self.batch_size]).to(self.device)
             out[start : start + len(batch)] = model(batch).float().cpu().numpy()
         return out

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
+from iusdiff.cli import progress
 from iusdiff.io import atomic_dir, atomic_path, sha256_file, visible_files, write_json
 from iusdiff.outputs.layout import CHECKPOINTS, MODEL_DIR
 
@@ -330,7 +330,7 @@ def train(
         log(f"{desc}: resuming from {latest.name}")
     elif ckpt_root.exists() and accelerator.is_main_process:
         shutil.rmtree(ckpt_root)
-    bar = tqdm(total=cfg.steps, initial=state.step, desc=desc, unit="step", disable=not accelerator.is_local_main_process)
+    bar = progress(total=cfg.steps, initial=state.step, desc=desc, unit="step", disable=not accelerator.is_local_main_process)
     for step in range(state.step, cfg.steps):
         set_learning_rates(optimizers, step, cfg)
         values = task.train_step(step)
