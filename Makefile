@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.iusdiff-installed
 PROFILE ?= default
 
-.PHONY: setup repro test verify tables figures check-containers lock clean
+.PHONY: setup repro test verify tables figures docker-env check-containers lock clean
 
 ## setup: create .venv from the pinned requirements (fast when already done)
 setup: $(STAMP)
@@ -35,9 +35,13 @@ check-containers: setup
 verify: setup
 	./run_all.sh --profile $(PROFILE) --verify
 
-## tables, figures: rebuild from cached intermediates (finished stages are skipped) and publish
+## tables, figures: redraw from a finished run's intermediates and publish; fails at once if there is none
 tables figures: setup
-	./run_all.sh --profile $(PROFILE) --publish
+	./run_all.sh --profile $(PROFILE) --cached-only --publish
+
+## docker-env: write .env with your UID and GID, so the containers write ./outputs as you
+docker-env:
+	printf 'UID=%s\nGID=%s\n' "$$(id -u)" "$$(id -g)" > .env
 
 ## lock: re-resolve requirements.in into the fully pinned requirements.txt
 lock:

@@ -26,7 +26,7 @@ from iusdiff.io import write_json
 from iusdiff.pipeline.config import PROFILES, load_profile, provenance
 from iusdiff.pipeline.runner import MANIFEST, Context, StageFailed, plan_pipeline, publish, run_pipeline, startup_checks, verify
 from iusdiff.pipeline.settings import resolve, show_settings
-from iusdiff.pipeline.stages import STAGES, data_roots, weights_root
+from iusdiff.pipeline.stages import STAGES, check_cached, data_roots, weights_root
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +52,8 @@ def parse_args(argv):
                         "instead of forking stages from one process that has imported torch (iusdiff.pipeline.stagehost)")
     parser.add_argument("--verify", action="store_true", help="only re-check OUT/checksums.sha256 and name changed files")
     parser.add_argument("--publish", action="store_true", help="copy OUT/tables and OUT/figures into the repository's tables/ and figures/")
+    parser.add_argument("--cached-only", action="store_true", help="redraw tables and figures from finished intermediates only: "
+                        "fail before any work if a training, sampling or evaluation stage would run (make tables, make figures)")
     parser.add_argument("--list", action="store_true", help="list the profile's stages and exit")
     parser.add_argument("--check", action="store_true", help="run only the start-up checks (data, weights) and exit")
     return parser.parse_args(argv)
@@ -114,6 +116,8 @@ def main(argv=None) -> int:
             print(f"  {line}")
         print("run_all: start-up checks passed; nothing was run")
         return 0
+    if args.cached_only:
+        check_cached(ctx, folds, args.fold, args.stage)
     print(f"run_all: profile '{args.profile}' -> {out}\n         {provenance(profile)}")
     started = time.monotonic()
     try:

@@ -82,7 +82,7 @@ def test_smoke_profile_end_to_end_rerun_and_verify(smoke_run, tmp_path):
     check_generated_pairs(out)
     check_pretrained_base(out)
 
-    second = run_script("run_all.sh", "--profile", "smoke", "--out", out)
+    second = run_script("run_all.sh", "--profile", "smoke", "--out", out, "--cached-only")  # make tables/figures' route
     assert second.returncode == 0
     assert "running:" not in second.stdout and "0 stage(s) ran" in second.stdout
     assert second.stdout.count("files match their checksums") == second.stdout.count("up to date (")
@@ -119,6 +119,9 @@ def check_fold_job(out, other):
     there finds nothing to do (the merge). Concurrent fold jobs sharing the shared stages under a
     lock are tested on a toy pipeline in test_runner.py."""
     other = without_fold_work(out, other, 2)
+    cached = run_script("run_all.sh", "--profile", "smoke", "--out", other, "--cached-only")
+    assert cached.returncode == 2 and "beyond tables and figures would run, first 'vae_image@fold2'" in cached.stderr, cached.stderr
+    assert "running:" not in cached.stdout
     job = run_script("run_all.sh", "--profile", "smoke", "--out", other, "--fold", 2, "--jobs", 2)
     assert job.returncode == 0, job.stdout + job.stderr
     ran = {line.split()[1] for line in job.stdout.splitlines() if "  running: " in line}

@@ -11,7 +11,7 @@ working directory.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from iusdiff.data.resect import check_case_files
@@ -43,7 +43,7 @@ from iusdiff.outputs.layout import (
     samples_dir,
     table_files,
 )
-from iusdiff.pipeline.runner import Context, Stage
+from iusdiff.pipeline.runner import Context, Stage, plan_pipeline
 from iusdiff.weights import MASK_UNET_DIR, MASK_VAE_DIR, SCHEDULER_DIR, TEXT_FILE, UNET_DIR, check_medsam, check_perceptual, check_pretrained
 
 GENERATOR_STAGES = ("vae_image", "vae_mask", "ldm_mask", "ldm_ius", "sample")
@@ -436,3 +436,17 @@ STAGES: list[Stage] = [
     _row("report",            "make_report.py",       "",                RESULTS,
          (),                      _report_args,                                     **REPORT_VOLATILE),
 ]
+
+
+RENDERING = ("table1", "evaluate_masks", "figures", "report")  # stages that only redraw from finished intermediates
+
+
+def check_cached(ctx: Context, folds: Sequence[int], fold: int | None, only: str | None) -> None:
+    """Refuse a run that would do more than redraw tables and figures, naming the first stage
+    that would run and why."""
+    heavy = [(name, why) for name, why in plan_pipeline(ctx, STAGES, folds, fold=fold, only=only)
+             if why is not None and name.split("@")[0] not in RENDERING]
+    if heavy:
+        name, why = heavy[0]
+        raise InputError(f"{ctx.out}: no finished run to draw from: {len(heavy)} stage(s) beyond tables and figures would "
+                         f"run, first '{name}' ({why}); run `make repro` first (its time: README, 'The two commands')")
