@@ -108,6 +108,26 @@ def test_compose_services_gpu_mounts_and_cpu_profile():
     assert cpu["profiles"] == ["cpu"] and "figures" in compose["services"]
 
 
+def rendered_services(folder: Path, **env: str) -> dict:
+    """docker-compose.yml as compose resolves it in ``folder`` (its .env included), all profiles."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("UID", "GID")} | env
+    rendered = subprocess.run([str(BIN / "docker-compose"), "-f", "docker-compose.yml", "--profile", "cpu", "config"],
+                              cwd=folder, env=environ, capture_output=True, text=True)
+    assert rendered.returncode == 0, rendered.stderr
+    return yaml.safe_load(rendered.stdout)["services"]
+
+
+def test_compose_runs_every_service_as_the_given_user_without_a_network(tmp_path):
+    services = rendered_services(REPO, UID="1234", GID="5678")
+    assert set(services) == {"repro", "cpu", "figures"} and services["figures"]["command"][-1] == "--cached-only"
+    assert all(s["user"] == "1234:5678" and s["network_mode"] == "none" for s in services.values())
+    for name in ("docker-compose.yml", "Dockerfile"):  # `make docker-env` writes .env where compose reads it
+        shutil.copy(REPO / name, tmp_path / name)
+    made = subprocess.run(["make", "-s", "-f", str(REPO / "Makefile"), "docker-env"], cwd=tmp_path, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert all(s["user"] == f"{os.getuid()}:{os.getgid()}" for s in rendered_services(tmp_path).values())
+
+
 def test_one_set_of_pins_everywhere():
     makefile = (REPO / "Makefile").read_text()
     assert "pip install --quiet --disable-pip-version-check -r requirements.txt" in makefile
