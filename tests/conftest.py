@@ -68,6 +68,7 @@ def smoke_run(tmp_path_factory) -> Path:
         if not (out / "run.json").is_file():
             result = run_script("run_all.sh", "--profile", "smoke", "--out", out)
             assert result.returncode == 0, result.stdout + result.stderr
+            (shared / "smoke_run.log").write_text(result.stdout + result.stderr)  # what `make repro > log` would hold
     return out
 
 

@@ -78,6 +78,8 @@ def test_smoke_profile_end_to_end_rerun_and_verify(smoke_run, tmp_path):
     for rel in ("slices/slices.csv", "slices/splits.json", "tables/table1.md", "tables/table1.tex", "tables/table1.csv", "figures/phantom_montage.png", "checksums.sha256", "run.json"):
         assert (out / rel).is_file(), rel
     assert "synthetic phantom data" in (out / "tables" / "table1.md").read_text()
+    log = (out.parent / "smoke_run.log").read_text()  # progress as lines, not redraws: a log stays small
+    assert "\r" not in log and len(log.encode()) < 200_000, len(log.encode())
 
     check_generated_pairs(out)
     check_pretrained_base(out)
