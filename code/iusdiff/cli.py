@@ -50,15 +50,21 @@ def positive_int(value: str) -> int:
     return int(value)
 
 
-def save_options(path: str | Path, args: argparse.Namespace, **extra) -> None:
-    """Record exactly what a run was asked to do.
+def options_record(args: argparse.Namespace, **extra) -> dict[str, Any]:
+    """Exactly what a run was asked to do: its options, command line and version, and ``extra``.
 
     Nothing machine-specific goes in (no absolute script path, no interpreter version), so the
-    file is part of the checksummed outputs and identical wherever the same run happens.
+    file it is saved to is part of the checksummed outputs and identical wherever the same run
+    happens.
     """
     options = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
     argv = [Path(sys.argv[0]).name, *sys.argv[1:]]
-    write_json(path, {"options": options, "argv": argv, "iusdiff_version": __version__, **extra})
+    return {"options": options, "argv": argv, "iusdiff_version": __version__, **extra}
+
+
+def save_options(path: str | Path, args: argparse.Namespace, **extra) -> None:
+    """Record what a run was asked to do (:func:`options_record`) in ``path``."""
+    write_json(path, options_record(args, **extra))
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
