@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
+from diffusers import AutoencoderKL, DDPMScheduler
 
 from iusdiff.baselines.controlnet import ControlledUNet, sample_controlnet_images
 from iusdiff.cli import run
@@ -58,12 +58,13 @@ from iusdiff.errors import InputError
 from iusdiff.evaluation.fid import InceptionFeatures
 from iusdiff.evaluation.metrics import mmd2_unbiased
 from iusdiff.generator.data import load_fold, seed_for
-from iusdiff.generator.models import MaskConditionedUNet, load_unconditional
-from iusdiff.generator.sampling import SAMPLERS, sample_images, sample_joint, sample_masks
+from iusdiff.generator.generate import PARTS, TwoStepModels, draw_pairs, generate_images, in_batches, trained_model
+from iusdiff.generator.models import load_unconditional
+from iusdiff.generator.sampling import SAMPLERS, sample_joint
 from iusdiff.generator.training import run_key, set_determinism
-from iusdiff.io import atomic_dir, atomic_path, load_mask_png, save_png
-from iusdiff.outputs.layout import fold_dir, model_dir
-from iusdiff.outputs.samples import read_manifest
+from iusdiff.io import atomic_dir, atomic_path, load_mask_png
+from iusdiff.outputs.layout import fold_dir
+from iusdiff.outputs.samples import read_manifest, write_pairs
 from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
 from iusdiff.pipeline.runs import (
     completed,
@@ -76,9 +77,8 @@ from iusdiff.pipeline.runs import (
     settings,
 )
 
-MANIFEST_FIELDS = ("index", "seed", "mask", "image", "sampler", "steps", "w", "empty")
 NEEDS = {  # the model folders each --model reads (argparse dests)
-    "proposed": ("mask_vae", "mask_ldm", "image_vae", "ius_ldm"),
+    "proposed": tuple(PARTS),
     "controlnet": ("image_vae", "controlnet", "masks"),
     "onestep": ("joint_vae", "onestep_ldm"),
 }
@@ -122,13 +122,6 @@ def parse_args(argv):
     return args
 
 
-def trained_model(root: Path, fold: int, phase: str = "") -> Path:
-    folder = model_dir(root, fold, phase)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no trained model (run the training stage for fold {fold} first)")
-    return folder
-
-
 @dataclass(frozen=True)
 class Generated:
     """One fold's pairs, their seeds, the guidance weight and the guidance table (if picked)."""
@@ -140,19 +133,13 @@ class Generated:
     rows: list[dict]
 
 
-class FoldModels:
-    """The four trained parts of one fold, loaded for inference."""
+class FoldModels(TwoStepModels):
+    """The four trained parts of one fold (the two-step generator), loaded for inference."""
 
     def __init__(self, args, fold: int, device: torch.device) -> None:
-        dirs = {name: trained_model(getattr(args, name), fold) for name in ("mask_vae", "mask_ldm", "image_vae", "ius_ldm")}
+        dirs = {name: trained_model(getattr(args, name), fold) for name in PARTS}
         self.identity = {name: folder_digest(folder) for name, folder in dirs.items()}
-        self.mask_vae = AutoencoderKL.from_pretrained(dirs["mask_vae"]).to(device).eval()
-        self.image_vae = AutoencoderKL.from_pretrained(dirs["image_vae"]).to(device).eval()
-        self.mask_unet = UNet2DModel.from_pretrained(dirs["mask_ldm"] / "unet").to(device).eval()
-        self.mask_schedule = DDPMScheduler.from_pretrained(dirs["mask_ldm"] / "scheduler").config
-        self.ius = MaskConditionedUNet.load(dirs["ius_ldm"]).to(device).eval()
-        self.ius_schedule = DDPMScheduler.from_pretrained(dirs["ius_ldm"] / "scheduler").config
-        self.schedule = self.ius_schedule  # what "all steps" refers to
+        super().__init__(dirs, device)
 
     def generate(self, cfg: dict, dataset, fold: int, device, extractor: InceptionFeatures | None) -> Generated:
         """pairs_per_real x N masks, then an image for each with the (picked) guidance w."""
@@ -161,8 +148,8 @@ class FoldModels:
         w, rows = cfg["guidance"][0], []
         if len(cfg["guidance"]) > 1:
             w, rows = pick_guidance(self, dataset, fold, cfg, extractor, device)
-        masks = generate_masks(self, seeds, cfg, device)
-        return Generated(masks, generate_images(self, masks, seeds, w, cfg, device), seeds, w, rows)
+        masks, images = draw_pairs(self, seeds, w, cfg, device, progress=True, desc=f"sample proposed fold {fold}")
+        return Generated(masks, images, seeds, w, rows)
 
 
 class ControlNetModels:
@@ -222,28 +209,6 @@ class OneStepModels:
 LOADERS = {"proposed": FoldModels, "controlnet": ControlNetModels, "onestep": OneStepModels}
 
 
-def in_batches(fn, items: np.ndarray | list, batch: int, *per_item) -> np.ndarray:
-    """Apply ``fn`` batch by batch to aligned sequences; concatenate the results."""
-    parts = [fn(items[i : i + batch], *[seq[i : i + batch] for seq in per_item]) for i in range(0, len(items), batch)]
-    return np.concatenate(parts)
-
-
-def generate_masks(models: FoldModels, seeds: list[int], cfg: dict, device) -> np.ndarray:
-    def masks_for(batch_seeds):
-        return sample_masks(models.mask_unet, models.mask_vae, models.mask_schedule, batch_seeds, cfg["sampler"], cfg["steps"], device)
-
-    return in_batches(masks_for, seeds, cfg["batch_size"])
-
-
-def generate_images(models: FoldModels, masks: np.ndarray, seeds: list[int], w: float, cfg: dict, device) -> np.ndarray:
-    def images_for(batch_masks, batch_seeds):
-        return sample_images(
-            models.ius, models.image_vae, models.ius_schedule, batch_masks, batch_seeds, cfg["sampler"], cfg["steps"], w, device
-        )
-
-    return in_batches(images_for, masks, cfg["batch_size"], seeds)
-
-
 def pick_guidance(models: FoldModels, dataset, fold: int, cfg: dict, extractor: InceptionFeatures, device) -> tuple[float, list[dict]]:
     """The candidate w whose images for the validation masks are closest to the real validation
     images (same masks, same seeds for every candidate).
@@ -266,25 +231,13 @@ def pick_guidance(models: FoldModels, dataset, fold: int, cfg: dict, extractor: 
 
 def write_fold(folder: Path, masks: np.ndarray, images: np.ndarray, seeds: list[int], w: float, cfg: dict, rows: list[dict]) -> int:
     """PNGs, manifest and guidance table of one fold; returns the number of empty masks."""
-    records = []
-    for index, (mask, image, seed) in enumerate(zip(masks, images, seeds)):
-        mask_rel, image_rel = f"masks/{index:05d}.png", f"images/{index:05d}.png"
-        save_png(folder / mask_rel, mask)
-        save_png(folder / image_rel, image)
-        records.append(
-            {"index": index, "seed": seed, "mask": mask_rel, "image": image_rel, "sampler": cfg["sampler"],
-             "steps": cfg["steps"], "w": w, "empty": int(not mask.any())}
-        )
-    with atomic_path(folder / "manifest.csv") as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
+    samples = write_pairs(folder, masks, images, seeds, cfg["sampler"], cfg["steps"], w)
     if rows:
         with atomic_path(folder / "guidance.csv") as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=("w", "kid"), lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
-    return sum(r["empty"] for r in records)
+    return sum(s.empty for s in samples)
 
 
 def sample_fold(args, cfg: dict, dataset, fold: int, device, extractor: InceptionFeatures | None) -> None:

@@ -21,14 +21,13 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-import sample
 from iusdiff.data.resect import mask_relpath, save_nifti, us_relpath
 from iusdiff.generator.data import Augmentation, FoldData
 from iusdiff.generator.models import build_vae
 from iusdiff.generator.tasks import LatentSource, PairedBatches
 from iusdiff.generator.training import LoopConfig, run_key, set_determinism, train
 from iusdiff.io import load_mask_png, load_png, save_png, write_json
-from iusdiff.outputs.samples import Sample, write_manifest
+from iusdiff.outputs.samples import MANIFEST_FIELDS, Sample, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -206,7 +205,7 @@ def tiny_slices(root: Path) -> Path:
 
 def check_contract(folder: Path, n: int, seeds: list[int] | None = None) -> list[dict]:
     rows = list(csv.DictReader((folder / "manifest.csv").read_text().splitlines()))
-    assert list(rows[0]) == list(sample.MANIFEST_FIELDS) and len(rows) == n
+    assert list(rows[0]) == list(MANIFEST_FIELDS) and len(rows) == n
     assert (folder / "options.json").is_file() and all(float(r["w"]) == 0.0 for r in rows)
     if seeds is not None:
         assert [int(r["seed"]) for r in rows] == seeds

@@ -86,6 +86,12 @@ class LineProgress:
             print(self._line(), file=sys.stderr, flush=True)
             self.shown = 10
 
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __iter__(self) -> Iterator:
         for item in self.iterable:
             yield item
@@ -101,15 +107,21 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     return LineProgress(iterable, total, desc, unit, initial)
 
 
-def save_options(path: str | Path, args: argparse.Namespace, **extra) -> None:
-    """Record exactly what a run was asked to do.
+def options_record(args: argparse.Namespace, **extra) -> dict[str, Any]:
+    """Exactly what a run was asked to do: its options, command line and version, and ``extra``.
 
     Nothing machine-specific goes in (no absolute script path, no interpreter version), so the
-    file is part of the checksummed outputs and identical wherever the same run happens.
+    file it is saved to is part of the checksummed outputs and identical wherever the same run
+    happens.
     """
     options = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
     argv = [Path(sys.argv[0]).name, *sys.argv[1:]]
-    write_json(path, {"options": options, "argv": argv, "iusdiff_version": __version__, **extra})
+    return {"options": options, "argv": argv, "iusdiff_version": __version__, **extra}
+
+
+def save_options(path: str | Path, args: argparse.Namespace, **extra) -> None:
+    """Record what a run was asked to do (:func:`options_record`) in ``path``."""
+    write_json(path, options_record(args, **extra))
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -63,6 +63,7 @@ from iusdiff.evaluation.nnunet_model import (
 from iusdiff.evaluation.stats import friedman_test, pairwise_wilcoxon, rank_ready, stars
 from iusdiff.io import atomic_dir, atomic_path, load_mask_png, load_png, save_png, sha256_file, write_json, write_text
 from iusdiff.outputs.layout import fold_dir, fold_name
+from iusdiff.outputs.nnunet import FILE_ENDING, dataset_json, image_file, write_case
 from iusdiff.outputs.plotting import STYLE, TEXT_WIDTH_IN, label_text
 from iusdiff.outputs.results import Number
 from iusdiff.outputs.samples import read_manifest
@@ -73,7 +74,6 @@ DATASET_ID = 901
 DATASET_NAME = f"Dataset{DATASET_ID:03d}_IUS"
 CONFIGURATION = "2d"
 PLANS = "nnUNetPlans"
-FILE_ENDING = ".png"
 TRAINERS_DIR = Path(__file__).resolve().parent / "nnunet_trainers"
 METRICS = ("dice", "hd95")
 
@@ -211,17 +211,6 @@ def _checked_pair(pair: Pair, shape: tuple[int, int]) -> tuple[np.ndarray, np.nd
     return image, mask
 
 
-def dataset_json(num_training: int) -> dict:
-    return {
-        "channel_names": {"0": "iUS"},
-        "labels": {"background": 0, "tumour": 1},
-        "numTraining": num_training,
-        "file_ending": FILE_ENDING,
-        "name": DATASET_NAME,
-        "description": "iusdiff downstream study: real development slices + synthetic pairs of every fold",
-    }
-
-
 def write_raw_dataset(study: Study, target: Path) -> None:
     """Write ``imagesTr``/``labelsTr`` (real development + synthetic), ``imagesTs``/``labelsTs`` (test)
     and ``dataset.json`` into ``target`` (a fresh folder)."""
@@ -231,16 +220,15 @@ def write_raw_dataset(study: Study, target: Path) -> None:
             image = load_png(pair.image)
             if image.shape != shape:
                 raise InputError(f"{pair.image}: shape {image.shape} differs from the other slices' {shape}")
-            save_png(target / f"images{part}" / f"{pair.case_id}_0000{FILE_ENDING}", image)
-            save_png(target / f"labels{part}" / f"{pair.case_id}{FILE_ENDING}", load_mask_png(pair.mask))
+            write_case(target, pair.case_id, image, load_mask_png(pair.mask), part)
     synthetic = [pair for pairs in study.synthetic.values() for pair in pairs]
     for pair in synthetic:
         image, mask = _checked_pair(pair, shape)
         if not mask.any():
             raise InputError(f"{pair.mask}: empty mask not flagged 'empty' in its manifest")
-        save_png(target / "imagesTr" / f"{pair.case_id}_0000{FILE_ENDING}", image)
-        save_png(target / "labelsTr" / f"{pair.case_id}{FILE_ENDING}", mask)
-    write_json(target / "dataset.json", dataset_json(len(study.development) + len(synthetic)))
+        write_case(target, pair.case_id, image, mask)
+    description = "iusdiff downstream study: real development slices + synthetic pairs of every fold"
+    write_json(target / "dataset.json", dataset_json(len(study.development) + len(synthetic), DATASET_NAME, description))
 
 
 def tree_digest(root: Path) -> str:
@@ -538,7 +526,7 @@ def predict_entry(entry: Entry, study: Study, work: Workspace, device: str, trai
     names = [f"{pair.case_id}{FILE_ENDING}" for pair in study.test]
     if predictions_current(target, made_by, names):
         return False
-    inputs = [[str(work.raw / "imagesTs" / f"{pair.case_id}_0000{FILE_ENDING}")] for pair in study.test]
+    inputs = [[str(work.raw / image_file(pair.case_id, "Ts"))] for pair in study.test]
     with captured_output(work.logs / f"predict_{entry.name}.txt"):
         segmentations = model_predictor(model, device).predict_from_files_sequential(inputs, None)
     with atomic_dir(target) as tmp:
