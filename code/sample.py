@@ -52,7 +52,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler
 
 from iusdiff.baselines.controlnet import ControlledUNet, sample_controlnet_images
-from iusdiff.cli import run
+from iusdiff.cli import progress, run
 from iusdiff.data.slices import load_dataset
 from iusdiff.errors import InputError
 from iusdiff.evaluation.fid import InceptionFeatures
@@ -182,7 +182,9 @@ class ControlNetModels:
                 self.model, self.image_vae, self.schedule, batch_masks, batch_seeds, cfg["sampler"], cfg["steps"], device
             )
 
-        return Generated(masks, in_batches(images_for, masks, cfg["batch_size"], seeds), seeds, 0.0, [])
+        with progress(total=n, desc=f"sample controlnet fold {fold}", unit="pair") as bar:
+            images = in_batches(images_for, masks, cfg["batch_size"], seeds, bar=bar)
+        return Generated(masks, images, seeds, 0.0, [])
 
 
 class OneStepModels:
@@ -198,10 +200,12 @@ class OneStepModels:
     def generate(self, cfg: dict, dataset, fold: int, device, extractor: InceptionFeatures | None) -> Generated:
         """N pairs from the seeds of the proposed model's first N; unconditional (w = 0)."""
         seeds = [seed_for(cfg["seed"], fold, index) for index in range(len(dataset.select(fold, "train")))]
-        parts = [
-            sample_joint(self.unet, self.joint_vae, self.schedule, seeds[i : i + cfg["batch_size"]], cfg["sampler"], cfg["steps"], device)
-            for i in range(0, len(seeds), cfg["batch_size"])
-        ]
+        parts = []
+        with progress(total=len(seeds), desc=f"sample onestep fold {fold}", unit="pair") as bar:
+            for i in range(0, len(seeds), cfg["batch_size"]):
+                batch = seeds[i : i + cfg["batch_size"]]
+                parts.append(sample_joint(self.unet, self.joint_vae, self.schedule, batch, cfg["sampler"], cfg["steps"], device))
+                bar.update(len(batch))
         masks, images = (np.concatenate(arrays) for arrays in zip(*parts))
         return Generated(masks, images, seeds, 0.0, [])
 

@@ -100,9 +100,14 @@ class TwoStepModels:
         self.schedule = self.ius_schedule  # what "all steps" refers to
 
 
-def in_batches(fn, items: np.ndarray | list, batch: int, *per_item) -> np.ndarray:
-    """Apply ``fn`` batch by batch to aligned sequences; concatenate the results."""
-    parts = [fn(items[i : i + batch], *[seq[i : i + batch] for seq in per_item]) for i in range(0, len(items), batch)]
+def in_batches(fn, items: np.ndarray | list, batch: int, *per_item, bar=None) -> np.ndarray:
+    """Apply ``fn`` batch by batch to aligned sequences; concatenate the results (``bar``, a
+    progress bar, advances by each batch's length)."""
+    parts = []
+    for i in range(0, len(items), batch):
+        parts.append(fn(items[i : i + batch], *[seq[i : i + batch] for seq in per_item]))
+        if bar is not None:
+            bar.update(len(parts[-1]))
     return np.concatenate(parts)
 
 

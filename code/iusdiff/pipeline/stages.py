@@ -449,4 +449,4 @@ def check_cached(ctx: Context, folds: Sequence[int], fold: int | None, only: str
     if heavy:
         name, why = heavy[0]
         raise InputError(f"{ctx.out}: no finished run to draw from: {len(heavy)} stage(s) beyond tables and figures would "
-                         f"run, first '{name}' ({why}); run `make repro` first (its time: README, 'The two commands')")
+                         f"run, first '{name}' ({why}); run `make repro` first (its time: the README's 'Two commands')")
