@@ -28,6 +28,11 @@ from iusdiff.io import write_json
 RECOMPUTE_ENV = "IUSDIFF_RECOMPUTE"
 
 
+def recompute_requested() -> bool:
+    """Whether the runner asked this stage to recompute what it would skip as finished."""
+    return bool(os.environ.get(RECOMPUTE_ENV))
+
+
 def parse_cases(text: str) -> list[int]:
     """'1,2,5-8' or '1 2 5' -> [1, 2, 5, 6, 7, 8]."""
     cases: list[int] = []

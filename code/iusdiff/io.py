@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,34 @@ def sha256_file(path: str | Path) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def file_digests(folder: str | Path, names: Iterable[str]) -> dict[str, str]:
+    """sha256 of each named file under ``folder`` (relative paths), to record beside them."""
+    return {name: sha256_file(Path(folder) / name) for name in names}
+
+
+def changed_files(folder: str | Path, digests: Mapping[str, str]) -> list[str]:
+    """``missing: <name>`` or ``changed: <name>`` for each recorded file under ``folder`` that is
+    gone or whose bytes differ from its recorded sha256, in name order; empty when all match."""
+    problems = []
+    for name, digest in sorted(digests.items()):
+        path = Path(folder) / name
+        if not path.is_file():
+            problems.append(f"missing: {name}")
+        elif sha256_file(path) != digest:
+            problems.append(f"changed: {name}")
+    return problems
+
+
+def read_record(path: str | Path) -> dict | None:
+    """A JSON object from ``path``, or None when it is missing or not a readable JSON object
+    (an interrupted or foreign record is no record)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def visible_files(root: str | Path) -> list[str]:

@@ -47,21 +47,30 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from iusdiff.data.slices import SliceDataset, SliceRecord
-from iusdiff.cli import RECOMPUTE_ENV
+from iusdiff.cli import recompute_requested
 from iusdiff.errors import InputError
 from iusdiff.evaluation.metrics import dice, hd95, summarise
 from iusdiff.evaluation.nnunet_model import (
     MODEL_FILE,
-    changed_file,
     export_model,
-    file_digests,
     is_current,
     model_predictor,
-    read_record,
     verified_record,
 )
 from iusdiff.evaluation.stats import friedman_test, pairwise_wilcoxon, rank_ready, stars
-from iusdiff.io import atomic_dir, atomic_path, load_mask_png, load_png, save_png, sha256_file, write_json, write_text
+from iusdiff.io import (
+    atomic_dir,
+    atomic_path,
+    changed_files,
+    file_digests,
+    load_mask_png,
+    load_png,
+    read_record,
+    save_png,
+    sha256_file,
+    write_json,
+    write_text,
+)
 from iusdiff.outputs.layout import fold_dir, fold_name
 from iusdiff.outputs.nnunet import FILE_ENDING, dataset_json, image_file, write_case
 from iusdiff.outputs.plotting import STYLE, TEXT_WIDTH_IN, label_text
@@ -510,10 +519,10 @@ def predictions_current(target: Path, made_by: dict, names: Sequence[str]) -> bo
     """Whether ``target`` holds the predictions ``names`` of the model ``made_by`` describes, each
     PNG with the sha256 recorded when it was written (never when the runner asked for recomputation)."""
     record = read_record(target / "prediction.json")
-    if os.environ.get(RECOMPUTE_ENV) or record is None or any(record.get(field) != value for field, value in made_by.items()):
+    if recompute_requested() or record is None or any(record.get(field) != value for field, value in made_by.items()):
         return False  # the runner asked for recomputation: predictions are cheap, trainings are kept by their checks
     digests = record.get("sha256")
-    return isinstance(digests, dict) and set(digests) == set(names) and changed_file(target, digests) is None
+    return isinstance(digests, dict) and set(digests) == set(names) and not changed_files(target, digests)
 
 
 def predict_entry(entry: Entry, study: Study, work: Workspace, device: str, train_key: str) -> bool:

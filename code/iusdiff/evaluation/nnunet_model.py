@@ -28,43 +28,16 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from iusdiff.errors import InputError
-from iusdiff.io import atomic_dir, sha256_file, write_bytes, write_json, write_text
+from iusdiff.io import atomic_dir, changed_files, file_digests, read_record, write_bytes, write_json, write_text
 
 CHECKPOINT = "checkpoint_final.pth"
 MODEL_FILE, PLANS_FILE, DATASET_FILE, RECORD_FILE = "model.safetensors", "plans.json", "dataset.json", "model.json"
 DIGESTED = (MODEL_FILE, PLANS_FILE, DATASET_FILE)
 RECORDED = ("trainer", "configuration", "mirroring_axes", "train_key", "sha256")
-
-
-# ---------------------------------------------------------------------------------------------
-# Files and their recorded digests
-
-
-def file_digests(folder: Path, names: Iterable[str]) -> dict[str, str]:
-    """sha256 of each named file in ``folder``, to record beside them when they are written."""
-    return {name: sha256_file(folder / name) for name in names}
-
-
-def changed_file(folder: Path, digests: Mapping[str, str]) -> Path | None:
-    """The first recorded file that is missing or whose bytes differ from its record, else None."""
-    for name, digest in digests.items():
-        path = folder / name
-        if not path.is_file() or sha256_file(path) != digest:
-            return path
-    return None
-
-
-def read_record(path: Path) -> dict | None:
-    """A JSON object, or None when the file is missing or not a JSON object."""
-    try:
-        value = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,9 +124,9 @@ def model_problem(folder: Path) -> str | None:
     digests = record["sha256"]
     if not isinstance(digests, dict) or set(digests) != set(DIGESTED):
         return f"{record_path}: records no sha256 of {', '.join(DIGESTED)}"
-    changed = changed_file(folder, digests)
-    if changed is not None:
-        return (f"{changed}: missing or changed since it was exported (its sha256 differs from {record_path}); "
+    problems = changed_files(folder, digests)
+    if problems:
+        return (f"{folder / problems[0].split(': ', 1)[1]}: missing or changed since it was exported (its sha256 differs from {record_path}); "
                 "rerun the downstream stage to retrain the model")
     return None
 

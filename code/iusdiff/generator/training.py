@@ -29,7 +29,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
 from iusdiff.cli import progress
-from iusdiff.io import atomic_dir, atomic_path, sha256_file, visible_files, write_json
+from iusdiff.io import atomic_dir, atomic_path, changed_files, file_digests, visible_files, write_json
 from iusdiff.outputs.layout import CHECKPOINTS, MODEL_DIR
 
 STATE_FILE = "state.json"
@@ -196,7 +196,7 @@ def save_checkpoint(
                 "history": state.history,
                 "validation": state.validation,
                 "optimizers": optim_json,
-                "files": {rel: sha256_file(tmp / rel) for rel in visible_files(tmp)},  # state.json is written last
+                "files": file_digests(tmp, visible_files(tmp)),  # state.json is written last
             },
         )
     for old in checkpoint_dirs(root)[:-keep]:
@@ -218,11 +218,10 @@ def read_checkpoint(folder: Path) -> tuple[dict, dict[str, dict[str, torch.Tenso
     files = meta.get("files") if isinstance(meta, dict) else None
     if not isinstance(files, dict):
         raise BadCheckpoint(f"{STATE_FILE} records no file digests")
-    for rel, digest in sorted(files.items()):
-        if not (folder / rel).is_file():
-            raise BadCheckpoint(f"{rel} is missing")
-        if sha256_file(folder / rel) != digest:
-            raise BadCheckpoint(f"{rel} changed since it was written")
+    problems = changed_files(folder, files)
+    if problems:
+        kind, rel = problems[0].split(": ", 1)
+        raise BadCheckpoint(f"{rel} is missing" if kind == "missing" else f"{rel} changed since it was written")
     try:
         tensors = {Path(rel).stem: load_file(folder / rel) for rel in files if "/" not in rel and rel.endswith(".safetensors")}
     except Exception as exc:  # safetensors raises its own error type for a corrupt header

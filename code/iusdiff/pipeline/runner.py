@@ -36,7 +36,7 @@ from typing import Any
 
 from iusdiff.cli import RECOMPUTE_ENV
 from iusdiff.errors import InputError, Interrupted
-from iusdiff.io import sha256_file, visible_files, writable_folder, write_json, write_text
+from iusdiff.io import changed_files, file_digests, read_record, visible_files, writable_folder, write_json, write_text
 from iusdiff.outputs.layout import FIGURES_DIR, MANIFEST, STATE_DIR, TABLES_DIR, fold_name, settings_file
 from iusdiff.pipeline.config import stage_settings, write_stage_settings
 from iusdiff.pipeline.digests import code_digest
@@ -116,22 +116,6 @@ def output_files(out: Path, outputs: Sequence[str]) -> list[str]:
     return sorted(files)
 
 
-def hash_files(out: Path, files: Sequence[str]) -> dict[str, str]:
-    return {rel: sha256_file(out / rel) for rel in files}
-
-
-def changed_files(out: Path, recorded: dict[str, str]) -> list[str]:
-    """Files whose content no longer matches ``recorded`` (missing ones included)."""
-    problems = []
-    for rel, digest in sorted(recorded.items()):
-        path = out / rel
-        if not path.is_file():
-            problems.append(f"missing: {rel}")
-        elif sha256_file(path) != digest:
-            problems.append(f"changed: {rel}")
-    return problems
-
-
 def read_manifest(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise InputError(f"{path}: no checksum manifest (run the pipeline first)")
@@ -164,13 +148,7 @@ def _record_path(out: Path, name: str) -> Path:
 
 
 def load_record(out: Path, name: str) -> dict[str, Any] | None:
-    path = _record_path(out, name)
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
+    return read_record(_record_path(out, name))
 
 
 def files_digest(record: dict[str, Any]) -> str:
@@ -507,7 +485,7 @@ def _execute(ctx: Context, stage: Stage, job: Job, workers: int, host: StageHost
         "argv": job.argv,
         "seconds": round(seconds, 2),
         "peak_rss_mib": round(peak_mib, 1),
-        "files": hash_files(ctx.out, output_files(ctx.out, stage.outputs)),
+        "files": file_digests(ctx.out, output_files(ctx.out, stage.outputs)),
     }
     write_json(_record_path(ctx.out, stage.name), record)
     return record

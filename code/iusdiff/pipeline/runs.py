@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import iusdiff
-from iusdiff.cli import RECOMPUTE_ENV, parse_cases, save_options
+from iusdiff.cli import parse_cases, recompute_requested, save_options
 from iusdiff.data.slices import SliceDataset, load_dataset
 from iusdiff.errors import InputError
-from iusdiff.io import sha256_file, visible_files
+from iusdiff.io import file_digests, read_record, sha256_file, visible_files
 from iusdiff.outputs.layout import OPTIONS
 from iusdiff.pipeline.config import add_settings_arguments, load_stage_settings
 from iusdiff.pipeline.digests import code_digest
@@ -97,20 +95,14 @@ def pretrained_identity(reference: str | None, subfolders: tuple[str, ...]) -> d
 
 def output_digests(folder: Path) -> dict[str, str]:
     """sha256 of every file a finished fold holds, its options.json aside (which records them)."""
-    return {rel: sha256_file(folder / rel) for rel in visible_files(folder) if rel != OPTIONS}
+    return file_digests(folder, [rel for rel in visible_files(folder) if rel != OPTIONS])
 
 
 def completed(fold_dir: Path, key: str) -> bool:
     """Whether ``fold_dir`` holds the finished result of the run identified by ``key``, every
     file as it was written; never when the runner asked for recomputation."""
-    path = fold_dir / OPTIONS
-    if os.environ.get(RECOMPUTE_ENV) or not path.is_file():
-        return False
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return isinstance(record, dict) and record.get("run_key") == key and record.get("outputs") == output_digests(fold_dir)
+    record = None if recompute_requested() else read_record(fold_dir / OPTIONS)
+    return record is not None and record.get("run_key") == key and record.get("outputs") == output_digests(fold_dir)
 
 
 def save_completion(folder: Path, args: argparse.Namespace, key: str, **extra) -> None:
